@@ -1,0 +1,187 @@
+"""The ``musicgen`` command: one subcommand per library function.
+
+Errors the user can fix print one line on stderr and exit non-zero; set MUSICGEN_DEBUG=1 to see
+the traceback of anything unexpected.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import MusicgenError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _steps_per_beat(text: str):
+    if text.lower() in ("tick", "ticks", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'tick', not {text!r}")
+    return value
+
+
+def _shape(text: str):
+    from .roll import parse_shape
+
+    try:
+        return parse_shape(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--shape ", "")) from None
+
+
+def _split(text: str):
+    from .prepare import parse_split
+
+    try:
+        return parse_split(text)
+    except MusicgenError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--split ", "")) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+# --- subcommands --------------------------------------------------------------------------------
+
+def cmd_corpus(args):
+    from .corpus import write_corpus
+
+    paths = write_corpus(args.name, args.dest, limit=args.limit, workers=args.workers)
+    print(f"{len(paths)} MIDI files in {args.dest}")
+
+
+def _prepare_config(args):
+    from .prepare import PrepareConfig
+
+    return PrepareConfig(steps_per_beat=args.steps_per_beat, shape=args.shape, interpolation=args.interpolation,
+                         split=args.split, seed=args.seed, drums=args.drums, sustain=args.sustain,
+                         max_bytes=args.max_bytes, overwrite=args.overwrite)
+
+
+def cmd_prepare(args):
+    from .prepare import prepare, summary
+
+    manifest = prepare(args.src, args.dest, _prepare_config(args))
+    print(summary(manifest))
+    print(f"dataset: {args.dest}")
+
+
+def cmd_show(args):
+    from .midi import read_midi
+    from .plot import plot_roll
+
+    if os.path.isfile(args.src) and not args.src.endswith(".json"):
+        piece = read_midi(args.src, args.steps_per_beat)
+        roll, spb, title = piece.roll, args.steps_per_beat, os.path.basename(args.src)
+    else:
+        from .dataset import iter_records, read_manifest
+
+        manifest = read_manifest(args.src)
+        wanted = args.piece or next((p["id"] for p in manifest["pieces"]
+                                     if args.split is None or p["split"] == args.split), None)
+        known = {p["id"]: p["split"] for p in manifest["pieces"]}
+        if wanted not in known:
+            raise MusicgenError(f"{args.src}: no piece {wanted!r} (see the ids in manifest.json)")
+        record = next(r for r in iter_records(args.src, known[wanted]) if r.id == wanted)
+        roll, spb, title = record.roll, manifest["steps_per_beat"], f"{wanted} ({record.split})"
+    plot_roll(roll, args.png, steps_per_beat=spb, title=title)
+    print(f"{args.png}: {roll.shape[0]} steps, {int((roll > 0).sum())} note cells")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.out, limit=args.limit)
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="musicgen", description="Piano-roll music models trained and served on Ray.")
+    p.add_argument("--version", action="version", version=f"musicgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    c = sub.add_parser("corpus", help="write a demo corpus (Bach chorales from music21) as MIDI files, offline")
+    c.add_argument("name", choices=["bach"])
+    c.add_argument("dest", help="folder for the .mid files")
+    c.add_argument("--limit", type=_positive, help="only the first N pieces")
+    c.add_argument("--workers", type=_positive, help="processes (default: every core)")
+    c.set_defaults(func=cmd_corpus)
+
+    c = sub.add_parser("prepare", help="MIDI folder or s3:// prefix -> Parquet piano-roll dataset, on Ray Data")
+    c.add_argument("src", help="folder, file or s3://bucket/prefix holding MIDI files")
+    c.add_argument("dest", help="dataset folder or s3://bucket/prefix")
+    c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4,
+                   help="grid resolution per quarter note, or 'tick' for one row per MIDI tick (default 4)")
+    c.add_argument("--shape", type=_shape, help="resize every roll to HxW as the study did (e.g. 1024x128)")
+    c.add_argument("--interpolation", default="area", choices=["area", "linear", "nearest", "cubic"],
+                   help="OpenCV interpolation for --shape (default area)")
+    c.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), help="train,val,test fractions (default 0.8,0.1,0.1)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    c.add_argument("--drums", action="store_true", help="keep channel 10 (drums)")
+    c.add_argument("--sustain", action="store_true", help="extend notes while the sustain pedal is down")
+    c.add_argument("--max-bytes", type=_positive, default=16 << 20, help="skip larger files (default 16 MiB)")
+    c.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
+    c.set_defaults(func=cmd_prepare)
+
+    c = sub.add_parser("show", help="draw the piano roll of a MIDI file or a dataset piece as a PNG")
+    c.add_argument("src", help="a .mid file or a prepared dataset")
+    c.add_argument("--png", required=True, help="output PNG")
+    c.add_argument("--piece", help="piece id in a dataset (default: its first piece)")
+    c.add_argument("--split", choices=["train", "val", "test"], help="take the first piece of this split")
+    c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4, help="grid for a MIDI file (default 4)")
+    c.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("demo", help="the whole pipeline on the Bach demo corpus, on a local Ray")
+    c.add_argument("--out", default="musicgen-demo", help="output folder (default musicgen-demo)")
+    c.add_argument("--limit", type=_positive, help="use only the first N chorales (quicker)")
+    c.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("musicgen: interrupted", file=sys.stderr)
+        return 130
+    except (MusicgenError, ValueError, OSError) as e:
+        if os.environ.get("MUSICGEN_DEBUG"):
+            raise
+        print(f"musicgen {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # unexpected: still one line, with the way to see more
+        if os.environ.get("MUSICGEN_DEBUG"):
+            raise
+        print(f"musicgen {args.command}: error: {type(e).__name__}: {_one_line(e)} "
+              "(set MUSICGEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

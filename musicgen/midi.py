@@ -1,0 +1,306 @@
+"""MIDI files <-> piano rolls.
+
+A piano roll is a float32 array of shape (T, 128): rows are time steps, columns are MIDI pitches
+0-127, a cell is the velocity of the note sounding there divided by 127 (0 = silence).
+
+Time grid. With ``steps_per_beat=s`` rows are s steps per quarter note (beat). A note sounding from
+tick a to tick b in a file of q ticks per beat fills rows ``round(a*s/q)`` up to
+``max(that + 1, round(b*s/q)) - 1`` (round half up), so a note never vanishes and tempo changes do
+not move notes: the grid is in beats. ``steps_per_beat=None`` gives one row per MIDI tick, the
+representation of the study musicgen starts from.
+
+Decisions for what real files contain (each has a hand-built file in tests/test_midi.py):
+
+* All tracks and channels are merged onto one roll; where notes overlap on one cell the louder wins.
+  Drums (channel 10, index 9) are left out unless ``drums=True``.
+* A note-on of velocity 0 is a note-off.
+* A note-on for a pitch already sounding on the same track and channel re-strikes it, as a piano
+  key does: the sounding note ends there and a new one starts. A note-off at the very tick of such a
+  re-strike belongs to the old note (sequencers write "on new, off old" for legato repeats), so the
+  new note keeps sounding. A note-off with nothing sounding is ignored.
+* Notes never switched off end at the end of the file (the last event of the longest track).
+* Tempo and time-signature changes are kept in ``Piece.tempos`` / ``Piece.time_signatures`` (in
+  rows) so that :func:`roll_to_midi` can restore them.
+* Sustain pedal (CC64 >= 64 is down) is ignored by default; with ``sustain=True`` a note released
+  while the pedal of its channel is down keeps sounding until the pedal goes up (or the key is
+  struck again).
+* SMPTE time division (frames per second x ticks per frame) has no beats: time in seconds is put on
+  the grid at a nominal 120 bpm (one beat = 0.5 s) and the tempo map says 120 bpm.
+* Format 0 and 1 files play their tracks together; format 2 tracks are independent sequences and
+  are played one after another.
+* In the roll a re-strike at the same velocity is indistinguishable from a held note: a roll cannot
+  say more than "which pitches sound how loud at each step".
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+
+import mido
+import numpy as np
+
+from .errors import MidiError
+
+#: Largest roll, in rows, that :func:`read_midi` builds unless told otherwise: 2**21 rows of 128
+#: float32 cells is 1 GiB. A corrupt delta time can claim days of silence; this stops it early.
+MAX_STEPS = 1 << 21
+DRUM_CHANNEL = 9
+SMPTE_NOMINAL_BPM = 120.0
+
+_NOTE_ON, _NOTE_OFF, _PEDAL = 1, 0, 2
+
+
+@dataclass
+class Piece:
+    """A piano roll with the timing facts needed to write it back faithfully."""
+
+    roll: np.ndarray  # (T, 128) float32 in [0, 1]
+    steps_per_beat: int | None
+    tempos: list[tuple[int, float]] = field(default_factory=lambda: [(0, 120.0)])  # (row, bpm)
+    time_signatures: list[tuple[int, int, int]] = field(default_factory=list)  # (row, num, den)
+    notes: int = 0  # notes in the source (before merging on the grid)
+
+
+def _source_name(src, name):
+    if name is not None:
+        return str(name)
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    if isinstance(src, mido.MidiFile):
+        return src.filename or "<MidiFile>"
+    return "<bytes>"
+
+
+def _open(src, name) -> mido.MidiFile:
+    if isinstance(src, mido.MidiFile):
+        return src
+    try:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return mido.MidiFile(file=io.BytesIO(bytes(src)))
+        if isinstance(src, (str, os.PathLike)):
+            with open(src, "rb") as f:
+                return mido.MidiFile(file=io.BytesIO(f.read()))
+        if hasattr(src, "read"):
+            return mido.MidiFile(file=src)
+    except FileNotFoundError:
+        raise MidiError(name, "no such file") from None
+    except IsADirectoryError:
+        raise MidiError(name, "is a directory, not a MIDI file") from None
+    except EOFError:
+        raise MidiError(name, "not a readable MIDI file (ends early: truncated?)") from None
+    except Exception as e:  # mido raises OSError, ValueError, KeyError, ... on malformed bytes
+        raise MidiError(name, f"not a readable MIDI file ({e or type(e).__name__})") from None
+    raise TypeError(f"midi source must be a path, bytes or mido.MidiFile, not {type(src).__name__}")
+
+
+def _events(mid: mido.MidiFile, sustain: bool):
+    """Note, pedal, tempo and time-signature events of all tracks, in ticks, in playing order."""
+    events, tempos, sigs = [], [], []
+    offset = end = 0
+    for t, track in enumerate(mid.tracks):
+        tick = offset
+        for i, msg in enumerate(track):
+            tick += msg.time
+            kind = msg.type
+            if kind == "note_on":
+                events.append((tick, t, i, _NOTE_ON if msg.velocity else _NOTE_OFF, msg.channel, msg.note, msg.velocity))
+            elif kind == "note_off":
+                events.append((tick, t, i, _NOTE_OFF, msg.channel, msg.note, 0))
+            elif kind == "control_change" and msg.control == 64 and sustain:
+                events.append((tick, t, i, _PEDAL, msg.channel, 0, msg.value))
+            elif kind == "set_tempo":
+                tempos.append((tick, msg.tempo))
+            elif kind == "time_signature":
+                sigs.append((tick, msg.numerator, msg.denominator))
+        end = max(end, tick)
+        if mid.type == 2:  # independent sequences, played one after another
+            offset = tick
+    events.sort()
+    tempos.sort(key=lambda x: x[0])
+    sigs.sort(key=lambda x: x[0])
+    return events, tempos, sigs, end
+
+
+def _notes(events, end, drums: bool):
+    """Pair note-ons with note-offs -> list of (start_tick, end_tick, pitch, velocity)."""
+    sounding = {}  # (track, channel, pitch) -> [start, velocity, restruck_at, released_under_pedal]
+    pedal_down = set()
+    notes = []
+    for tick, track, _, kind, ch, pitch, value in events:
+        if ch == DRUM_CHANNEL and not drums and kind != _PEDAL:
+            continue
+        if kind == _PEDAL:
+            if value >= 64:
+                pedal_down.add(ch)
+                continue
+            pedal_down.discard(ch)
+            for key in [k for k, v in sounding.items() if k[1] == ch and v[3]]:
+                start, vel, _, _ = sounding.pop(key)
+                notes.append((start, tick, key[2], vel))
+            continue
+        key = (track, ch, pitch)
+        cur = sounding.get(key)
+        if kind == _NOTE_ON:
+            restruck = None
+            if cur is not None:
+                notes.append((cur[0], tick, pitch, cur[1]))
+                restruck = None if cur[3] else tick
+            sounding[key] = [tick, value, restruck, False]
+        elif cur is not None:  # note-off
+            if cur[2] == tick:  # "on new, off old" at one tick: this off was the old note's
+                cur[2] = None
+            elif ch in pedal_down:
+                cur[3] = True
+            else:
+                del sounding[key]
+                notes.append((cur[0], tick, pitch, cur[1]))
+    for (_, _, pitch), (start, vel, _, _) in sounding.items():
+        notes.append((start, end, pitch, vel))
+    return notes
+
+
+def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, sustain: bool = False,
+              max_steps: int = MAX_STEPS, name: str | None = None) -> Piece:
+    """Read a MIDI file into a :class:`Piece` (roll plus tempo map). See the module docstring.
+
+    ``src`` is a path, bytes, a binary file object or a ``mido.MidiFile``; ``name`` is what errors
+    call it (default: the path). Raises :class:`MidiError` naming the source for anything that is
+    not a readable MIDI file or whose roll would exceed ``max_steps`` rows.
+    """
+    if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
+        raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
+    name = _source_name(src, name)
+    mid = _open(src, name)
+    division = mid.ticks_per_beat
+    if division == 0:
+        raise MidiError(name, "header says 0 ticks per beat")
+    try:
+        events, tempos, sigs, end = _events(mid, sustain)
+    except Exception as e:
+        raise MidiError(name, f"malformed events ({e})") from None
+
+    if division < 0:  # SMPTE: -frames per second in the high byte, ticks per frame in the low byte
+        fps, per_frame = -(division >> 8), division & 0xFF
+        fps = 29.97 if fps == 29 else fps
+        if per_frame == 0 or fps <= 0:
+            raise MidiError(name, f"bad SMPTE time division {division}")
+        ticks_per_beat = fps * per_frame * 60.0 / SMPTE_NOMINAL_BPM
+        tempos = []
+    else:
+        ticks_per_beat = float(division)
+    scale = 1.0 if steps_per_beat is None else steps_per_beat / ticks_per_beat
+
+    def rows(ticks):
+        return np.floor(np.asarray(ticks, dtype=np.float64) * scale + 0.5).astype(np.int64)
+
+    notes = _notes(events, end, drums)
+    n_steps = int(rows(end))
+    if notes:
+        arr = np.array(notes, dtype=np.int64)
+        r0 = rows(arr[:, 0])
+        r1 = np.maximum(r0 + 1, rows(arr[:, 1]))
+        n_steps = max(n_steps, int(r1.max()))
+    if n_steps > max_steps:
+        raise MidiError(name, f"roll would be {n_steps} steps long, more than max_steps={max_steps}")
+    roll = np.zeros((n_steps, 128), dtype=np.float32)
+    if notes:
+        vel = arr[:, 3].astype(np.float32) / 127.0
+        for i in np.argsort(vel, kind="stable"):  # louder notes written last win overlaps
+            roll[r0[i]:r1[i], arr[i, 2]] = vel[i]
+
+    tempo_rows = _changes([(0, SMPTE_NOMINAL_BPM if division < 0 else 120.0)],  # MIDI's default
+                          [(int(rows(t)), 60e6 / tempo) for t, tempo in tempos])
+    sig_rows = _changes([], [(int(rows(t)), n, d) for t, n, d in sigs])
+    return Piece(roll, steps_per_beat, tempo_rows, sig_rows, len(notes))
+
+
+def _changes(first, changes):
+    """A map of (row, *value) changes: the last change at a row wins, repeats of a value drop out."""
+    out = list(first)
+    for row, *value in changes:
+        if out and out[-1][0] == row:
+            out[-1] = (row, *value)
+        elif not out or list(out[-1][1:]) != value:
+            out.append((row, *value))
+    return out
+
+
+def midi_to_roll(src, steps_per_beat: int | None = 4, **kwargs) -> np.ndarray:
+    """Piano roll (T, 128) float32 in [0, 1] of a MIDI path, bytes or ``mido.MidiFile``.
+
+    Keyword arguments are those of :func:`read_midi` (``drums``, ``sustain``, ``max_steps``, ``name``).
+    """
+    return read_midi(src, steps_per_beat, **kwargs).roll
+
+
+def check_roll(roll, what: str = "roll") -> np.ndarray:
+    """Return ``roll`` as a float32 (T, 128) array, or raise ValueError naming what is wrong."""
+    arr = np.asarray(roll)
+    if arr.ndim != 2 or arr.shape[1] != 128:
+        raise ValueError(f"{what} must have shape (T, 128), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise ValueError(f"{what} must be numeric, got {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"{what} values must be finite and in [0, 1] (velocity / 127)")
+    return arr
+
+
+def roll_notes(roll) -> np.ndarray:
+    """Notes of a roll as an int array of rows (start_row, end_row, pitch, velocity 1-127).
+
+    A note is a run of consecutive cells of one pitch with the same non-zero velocity; a change of
+    value inside a run starts a new note. Sorted by pitch, then start.
+    """
+    vel = np.rint(check_roll(roll) * 127).astype(np.int16)
+    vel[(vel == 0) & (np.asarray(roll) > 0)] = 1  # a quiet cell is still a note
+    padded = np.zeros((vel.shape[0] + 2, 128), dtype=np.int16)
+    padded[1:-1] = vel
+    pitch, row = np.nonzero((padded[1:] != padded[:-1]).T)  # value changes, by pitch then row
+    same = pitch[:-1] == pitch[1:]
+    starts, ends, pitches = row[:-1][same], row[1:][same], pitch[:-1][same]
+    v = vel[starts, pitches] if len(starts) else np.zeros(0, np.int16)
+    keep = v > 0
+    return np.stack([starts[keep], ends[keep], pitches[keep], v[keep]], axis=1).astype(np.int64)
+
+
+def roll_to_midi(roll, steps_per_beat: int | None = 4, bpm: float = 120.0, *,
+                 tempos: list[tuple[int, float]] | None = None,
+                 time_signatures: list[tuple[int, int, int]] | None = None,
+                 ticks_per_beat: int = 480, program: int = 0) -> mido.MidiFile:
+    """A format-0 ``mido.MidiFile`` playing ``roll`` (T, 128) on one piano channel.
+
+    Row r starts at tick ``round(r * ticks_per_beat / steps_per_beat)`` (one tick per row when
+    ``steps_per_beat`` is None). ``tempos`` is a tempo map of (row, bpm) pairs as in
+    :class:`Piece`; without it the piece plays at ``bpm`` throughout. ``time_signatures`` are
+    (row, numerator, denominator) triples. The file ends at row T, so trailing silence survives.
+    """
+    roll = check_roll(roll)
+    if not (np.isfinite(bpm) and bpm > 0):
+        raise ValueError(f"bpm must be positive, not {bpm!r}")
+    per_row = 1.0 if steps_per_beat is None else ticks_per_beat / steps_per_beat
+
+    def tick(row):
+        return int(np.floor(row * per_row + 0.5))
+
+    timed = []  # (tick, order, message): at one tick, meta first, then note-offs, then note-ons
+    for row, b in tempos or [(0, bpm)]:
+        timed.append((tick(row), 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b))))
+    for row, num, den in time_signatures or []:
+        timed.append((tick(row), 0, mido.MetaMessage("time_signature", numerator=num, denominator=den)))
+    timed.append((0, 0, mido.Message("program_change", program=program, channel=0)))
+    for start, end, pitch, vel in roll_notes(roll).tolist():
+        timed.append((tick(start), 2, mido.Message("note_on", note=pitch, velocity=vel)))
+        timed.append((tick(end), 1, mido.Message("note_off", note=pitch, velocity=0)))
+    timed.sort(key=lambda x: (x[0], x[1]))
+
+    track = mido.MidiTrack()
+    now = 0
+    for t, _, msg in timed:
+        track.append(msg.copy(time=t - now))
+        now = t
+    track.append(mido.MetaMessage("end_of_track", time=max(0, tick(len(roll)) - now)))
+    mid = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    mid.tracks.append(track)
+    return mid

@@ -1,0 +1,229 @@
+"""MIDI folder (local or s3://) -> prepared dataset, converted in parallel on Ray Data.
+
+The driver lists the files and assigns each to a split (by piece, deterministic for a seed); Ray
+Data reads and converts them in parallel tasks and streams the rows back; the driver writes the
+Parquet shards as they arrive (bounded memory) and the manifest last. A file that cannot be read
+or converted is listed in the manifest's ``skipped`` with its reason; it never ends the run.
+"""
+from __future__ import annotations
+
+import datetime
+import posixpath
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__, storage
+from .dataset import FORMAT, MANIFEST, SCHEMA, SHARD_DIR, SPLITS, ShardWriter, encode_roll, write_manifest
+from .errors import DataError, MidiError
+from .midi import MAX_STEPS, read_midi
+from .roll import resize
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+
+
+@dataclass
+class PrepareConfig:
+    """How MIDI files become dataset rows (the flags of ``musicgen prepare``)."""
+
+    steps_per_beat: int | None = 4  # None: one row per MIDI tick, as the study did
+    shape: tuple[int, int] | None = None  # resize every roll to (rows, columns), the study's arrays
+    interpolation: str = "area"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test fractions
+    seed: int = 0
+    drums: bool = False
+    sustain: bool = False
+    max_bytes: int = 16 << 20  # larger files are skipped unread
+    max_steps: int = MAX_STEPS
+    overwrite: bool = False
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): three fractions >= 0 that add up to 1."""
+    try:
+        parts = tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(not np.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise DataError(f"--split must be three fractions train,val,test >= 0 adding up to 1 "
+                        f"(e.g. 0.8,0.1,0.1), not {text!r}")
+    return parts
+
+
+def assign_splits(n: int, fractions, seed: int = 0) -> list[str]:
+    """Split labels for n pieces: counts by largest remainder, order shuffled by ``seed``.
+
+    A fraction of 0 gives exactly 0 pieces; the counts add up to n.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    exact = fractions / fractions.sum() * n
+    counts = np.floor(exact).astype(int)
+    remainder = exact - counts
+    for i in np.argsort(-remainder, kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    labels = np.repeat(np.array(SPLITS), counts)
+    return [str(s) for s in np.random.default_rng(seed).permutation(labels)]
+
+
+def _convert(fs, item: dict, config: PrepareConfig) -> dict:
+    """One file -> a dataset row, or a row whose ``reason`` says why it was skipped."""
+    source = item["source"]
+    try:
+        with fs.open_input_stream(item["path"]) as f:
+            data = f.read()
+        piece = read_midi(data, config.steps_per_beat, drums=config.drums, sustain=config.sustain,
+                          max_steps=config.max_steps, name=source)
+        if piece.notes == 0 or not piece.roll.any():
+            return {"source": source, "reason": "empty: no notes" + (" (drums only?)" if not config.drums else "")}
+        roll = piece.roll if config.shape is None else resize(piece.roll, config.shape, config.interpolation)
+    except MidiError as e:
+        return {"source": source, "reason": e.reason}
+    except OSError as e:
+        return {"source": source, "reason": f"unreadable ({storage._first_line(e)})"}
+    except Exception as e:  # a bug must cost one file, not the run; the reason says what happened
+        return {"source": source, "reason": f"conversion failed ({type(e).__name__}: {e})"}
+    return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
+            "width": roll.shape[1], "notes": piece.notes,
+            "tempo_rows": [r for r, _ in piece.tempos], "tempo_bpm": [b for _, b in piece.tempos],
+            "roll": encode_roll(roll), "midi_bytes": item["size"], "reason": None}
+
+
+_OUT_SCHEMA = SCHEMA.append(pa.field("midi_bytes", pa.int64())).append(pa.field("reason", pa.string()))
+
+
+def _convert_batch(batch: pa.Table, config: PrepareConfig, src: str) -> pa.Table:
+    fs, _ = storage.filesystem(src)
+    rows = [_convert(fs, item, config) for item in batch.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=_OUT_SCHEMA)
+
+
+def _items(src: str, files, config: PrepareConfig):
+    """Work items (one per file, with its split) and the files skipped before reading."""
+    _, base = storage.filesystem(src)
+    single = len(files) == 1 and files[0].path == base
+    fs_for = storage.filesystem(src)[0]
+    labels = assign_splits(len(files), config.split, config.seed)
+    items, skipped, seen = [], [], set()
+    for f, split in zip(files, labels):
+        source = storage.uri(fs_for, f.path)
+        rel = posixpath.basename(f.path) if single else posixpath.relpath(f.path, base)
+        piece_id = posixpath.splitext(rel)[0]
+        while piece_id in seen:  # a.mid and a.midi in one folder
+            piece_id += "_"
+        seen.add(piece_id)
+        if f.size is not None and f.size > config.max_bytes:
+            skipped.append({"source": source, "reason": f"too large: {f.size} bytes > --max-bytes {config.max_bytes}"})
+        elif f.size == 0:
+            skipped.append({"source": source, "reason": "empty file (0 bytes)"})
+        else:
+            items.append({"source": source, "path": f.path, "id": piece_id, "split": split, "size": f.size or 0})
+    return items, skipped
+
+
+def _check_dest(dest: str, overwrite: bool) -> None:
+    manifest = storage.join(dest, MANIFEST)
+    if storage.info(manifest).type.name == "File":
+        if not overwrite:
+            raise DataError(f"{dest}: already holds a dataset (pass --overwrite to replace it)")
+        fs, inner = storage.filesystem(dest)
+        fs.delete_file(storage.filesystem(manifest)[1])  # first: an interrupted rewrite reads as incomplete
+        shards = storage.join(inner, SHARD_DIR)
+        if fs.get_file_info(shards).type.name == "Directory":
+            fs.delete_dir(shards)
+
+
+def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: bool = True) -> dict:
+    """Convert every MIDI file under ``src`` into a dataset at ``dest``; returns the manifest.
+
+    Raises DataError if ``src`` has no MIDI file or none of them could be converted.
+    """
+    config = config or PrepareConfig()
+    files = storage.list_files(src, MIDI_SUFFIXES)
+    if not files:
+        raise DataError(f"{src}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found")
+    _check_dest(dest, config.overwrite)
+    items, skipped = _items(src, files, config)
+
+    from tqdm import tqdm
+
+    from .runtime import ensure_ray, quiet_data_context
+
+    ray = ensure_ray()
+    quiet_data_context()
+    writer = ShardWriter(dest)
+    pieces = []
+    totals = {s: {"pieces": 0, "steps": 0, "notes": 0} for s in SPLITS}
+    midi_bytes = 0
+    bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress)
+    bar.update(len(skipped))
+    if items:
+        blocks = max(1, min(len(items) // 8, 200))  # several small tasks per core, not one per file
+        ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            _convert_batch, batch_format="pyarrow", batch_size=16, fn_kwargs={"config": config, "src": src})
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                if row["reason"] is not None:
+                    skipped.append({"source": row["source"], "reason": row["reason"]})
+                    continue
+                midi_bytes += row.pop("midi_bytes")
+                row.pop("reason")
+                shard = writer.write(row)
+                pieces.append({"id": row["id"], "source": row["source"], "split": row["split"],
+                               "steps": row["steps"], "notes": row["notes"], "shard": shard})
+                t = totals[row["split"]]
+                t["pieces"] += 1
+                t["steps"] += row["steps"]
+                t["notes"] += row["notes"]
+            bar.update(batch.num_rows)
+    bar.close()
+    shards = writer.close()
+    if not pieces:
+        first = min(skipped, key=lambda s: s["source"])
+        raise DataError(f"{src}: none of {len(files)} MIDI files could be converted "
+                        f"(e.g. {first['source']}: {first['reason']})")
+    fs, inner = storage.filesystem(dest)
+    shard_bytes = 0
+    for s in shards:
+        s["bytes"] = fs.get_file_info(storage.join(inner, s["path"])).size
+        shard_bytes += s["bytes"]
+
+    width = 128 if config.shape is None else config.shape[1]
+    manifest = {
+        "format": FORMAT,
+        "musicgen_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": src,
+        "config": {**asdict(config), "shape": list(config.shape) if config.shape else None},
+        "steps_per_beat": config.steps_per_beat,
+        "shape": list(config.shape) if config.shape else None,
+        "width": width,
+        "encoding": "roll: uint8 velocity 0-127, row-major (steps, width); value = velocity / 127",
+        "counts": {"files": len(files), "pieces": len(pieces), "skipped": len(skipped),
+                   **{s: totals[s]["pieces"] for s in SPLITS}},
+        "splits": totals,
+        "bytes": {"midi": midi_bytes, "dataset": shard_bytes},
+        "shards": shards,
+        "pieces": sorted(pieces, key=lambda p: p["id"]),
+        "skipped": sorted(skipped, key=lambda s: s["source"]),
+    }
+    write_manifest(dest, manifest)  # last: its presence marks the dataset complete
+    return manifest
+
+
+def summary(manifest: dict) -> str:
+    """A few human lines about a prepared dataset."""
+    c, b = manifest["counts"], manifest["bytes"]
+    grid = (f"{manifest['steps_per_beat']} steps per beat" if manifest["steps_per_beat"] else "one row per tick")
+    shape = f", resized to {manifest['shape'][0]}x{manifest['shape'][1]}" if manifest.get("shape") else ""
+    lines = [f"{c['pieces']} pieces from {c['files']} files ({c['skipped']} skipped), {grid}{shape}",
+             "splits: " + ", ".join(f"{s} {manifest['splits'][s]['pieces']} pieces / "
+                                    f"{manifest['splits'][s]['steps']} steps / {manifest['splits'][s]['notes']} notes"
+                                    for s in SPLITS),
+             f"size: {b['dataset'] / 1e6:.2f} MB of Parquet from {b['midi'] / 1e6:.2f} MB of MIDI"]
+    for s in manifest["skipped"][:10]:
+        lines.append(f"skipped {s['source']}: {s['reason']}")
+    if len(manifest["skipped"]) > 10:
+        lines.append(f"... and {len(manifest['skipped']) - 10} more skipped (see manifest.json)")
+    return "\n".join(lines)
+
