@@ -18,7 +18,8 @@ def ensure_ray(address: str | None = None, quiet: bool = True):
     if quiet:
         for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING,
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
+             logging_level=logging.ERROR if quiet else logging.INFO,
              log_to_driver=not quiet, configure_logging=True)
     return ray
 
@@ -27,6 +28,7 @@ def quiet_data_context():
     """Ray Data without its own progress bars and banners (musicgen shows one bar per job)."""
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its banners, not our errors
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True  # same input -> same shards, byte for byte

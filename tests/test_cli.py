@@ -1,0 +1,74 @@
+"""The musicgen command, run as a user runs it: subprocesses, real files, its own local Ray."""
+import json
+import re
+
+import pytest
+
+from conftest import run_cli
+
+
+def one_line_error(p):
+    assert p.returncode != 0, p.stdout
+    # progress bars (tqdm, on stderr) are not messages
+    lines = [x for x in p.stderr.strip().splitlines() if not re.search(r"\d+%\|", x)]
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["prepare", "/no/such/folder", "out"], "/no/such/folder"),
+    (["prepare", ".", "out", "--shape", "12"], "--shape"),
+    (["prepare", ".", "out", "--shape", "0x128"], "--shape"),
+    (["prepare", ".", "out", "--split", "0.5,0.6,0.1"], "--split"),
+    (["prepare", ".", "out", "--steps-per-beat", "0"], "--steps-per-beat"),
+    (["show", "/no/such.mid", "--png", "x.png"], "/no/such.mid"),
+    (["corpus", "mozart", "out"], "mozart"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_bad_arguments_give_one_line(args, words, tmp_path):
+    assert words in one_line_error(run_cli(*args))
+
+
+def test_help_for_every_command():
+    for cmd in ("corpus", "prepare", "show", "demo"):
+        p = run_cli(cmd, "--help")
+        assert p.returncode == 0 and "usage: musicgen " + cmd in p.stdout
+
+
+def test_corpus_prepare_show(tmp_path):
+    p = run_cli("corpus", "bach", tmp_path / "bach", "--limit", "6")
+    assert p.returncode == 0, p.stderr
+    mids = sorted((tmp_path / "bach").glob("*.mid"))
+    assert len(mids) == 6 and all(m.read_bytes().startswith(b"MThd") for m in mids)
+    (tmp_path / "bach" / "broken.mid").write_bytes(b"MThd\0\0\0\6garbage")
+    p = run_cli("prepare", tmp_path / "bach", tmp_path / "ds", "--split", "0.5,0.5,0", "--seed", "1")
+    assert p.returncode == 0, p.stderr
+    assert "6 pieces from 7 files (1 skipped)" in p.stdout and "broken.mid" in p.stdout
+    man = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    # splits are drawn over the 7 files, before reading: 4 + 3, and the broken one is lost from its split
+    assert man["counts"]["train"] + man["counts"]["val"] == 6 and man["counts"]["test"] == 0
+    assert {man["counts"]["train"], man["counts"]["val"]} <= {2, 3, 4}
+    p = run_cli("show", tmp_path / "ds", "--png", tmp_path / "piece.png", "--split", "val")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "piece.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = run_cli("show", mids[0], "--png", tmp_path / "file.png")
+    assert p.returncode == 0 and (tmp_path / "file.png").stat().st_size > 5000
+    p = run_cli("show", tmp_path / "ds", "--png", tmp_path / "x.png", "--piece", "nope")
+    assert "nope" in one_line_error(p)
+    # Everything unreadable: non-zero exit, one line, no manifest left behind.
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.mid").write_text("not midi")
+    assert "none of 1 MIDI files" in one_line_error(run_cli("prepare", tmp_path / "junk", tmp_path / "ds2"))
+    assert not (tmp_path / "ds2" / "manifest.json").exists()
+
+
+def test_demo_writes_dataset_pictures_and_summary(tmp_path):
+    p = run_cli("demo", "--out", tmp_path / "demo", "--limit", "12")
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"]["counts"]["pieces"] == 12
+    pngs = sorted(x.name for x in (out / "png").glob("*.png"))
+    assert "overview.png" in pngs and any(n.startswith("test-") for n in pngs)
+    assert (out / "dataset" / "manifest.json").exists() and (out / "summary.md").read_text().startswith("# musicgen")
