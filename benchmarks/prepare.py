@@ -49,6 +49,7 @@ def main() -> None:
     if args._child:
         return child(*args._child)
 
+    print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} (other work on the machine skews the timings)")
     one = os.path.join(args.work, "bach")
     many = os.path.join(args.work, f"bach-x{args.copies}")
     corpora = {"1x": build_corpus(one), f"{args.copies}x": build_copies(one, many, args.copies)}
@@ -58,6 +59,7 @@ def main() -> None:
         print(f"\n== {name}: {len(files)} files, {midi_mb:.1f} MB of MIDI in {folder}", flush=True)
         rows += bench_corpus(name, folder, len(files), one, args.work)
     print_table(rows)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min)")
 
 
 # --- corpora ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the traceback of anything unexpected.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -104,6 +105,69 @@ def cmd_show(args):
     print(f"{args.png}: {roll.shape[0]} steps, {int((roll > 0).sum())} note cells")
 
 
+def cmd_train(args):
+    from .config import preset
+    from .train import train
+
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    if args.model == "lstm":
+        overrides.update(layers=args.layers, units=args.units, window=args.window)
+    elif any(v is not None for v in (args.layers, args.units, args.window)):
+        raise MusicgenError("--layers, --units and --window are LSTM settings")
+    cfg = preset(args.model, args.preset, **overrides)
+    metrics = train(args.model, args.data, args.out, cfg, workers=args.workers, gpu=args.gpu, seed=args.seed,
+                    resume=args.resume)
+    best = {k: round(v, 4) for k, v in metrics["best"].items() if isinstance(v, float)}
+    print(f"{args.model} trained for {metrics['epochs']} epochs; best {best}; run: {args.out}")
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run, args.data, args.split, threshold=args.threshold), indent=1))
+
+
+def cmd_extend(args):
+    from .generate import check_extend_args, extend_piece, load_extender, read_prompt
+    from .plot import plot_roll
+
+    check_extend_args(args.steps, args.temperature)
+    extender, info = load_extender(args.run)
+    piece = read_prompt(args.prompt, info)
+    roll, midi = extend_piece(extender, info, piece, args.steps, args.temperature, args.seed)
+    _parent(args.out)
+    midi.save(args.out)
+    if args.png:
+        _parent(args.png)
+        plot_roll(roll, args.png, steps_per_beat=info.get("steps_per_beat"), split_at=len(piece.roll),
+                  title=f"{os.path.basename(args.prompt)} + {args.steps} generated steps")
+    print(f"{args.out}: {len(piece.roll)} prompt steps + {args.steps} generated")
+
+
+def cmd_generate(args):
+    from .generate import load_generator
+    from .midi import roll_to_midi
+    from .plot import plot_roll, plot_rolls
+
+    generator, info = load_generator(args.run)
+    rolls = generator.generate(args.n, seed=args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    spb = info.get("steps_per_beat") or 4
+    for i, roll in enumerate(rolls):
+        roll_to_midi(roll, spb).save(os.path.join(args.out, f"piece-{i:03d}.mid"))
+        if args.png:
+            plot_roll(roll, os.path.join(args.out, f"piece-{i:03d}.png"), steps_per_beat=spb, title=f"piece {i}")
+    if args.png:
+        plot_rolls({f"piece {i}": r for i, r in enumerate(rolls[:8])}, os.path.join(args.out, "overview.png"),
+                   steps_per_beat=spb)
+    print(f"{len(rolls)} pieces in {args.out}")
+
+
+def _parent(path):
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -149,6 +213,48 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", choices=["train", "val", "test"], help="take the first piece of this split")
     c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4, help="grid for a MIDI file (default 4)")
     c.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("train", help="train the LSTM extender or the VAE generator on Ray Train")
+    c.add_argument("model", choices=["lstm", "vae"])
+    c.add_argument("--data", required=True, help="prepared dataset (folder or s3://)")
+    c.add_argument("--out", required=True, help="run folder or s3:// prefix (checkpoints, model, metrics)")
+    c.add_argument("--preset", default="tiny", choices=["tiny", "paper"], help="model size (default tiny)")
+    c.add_argument("--epochs", type=_positive, help="override the preset's epochs")
+    c.add_argument("--batch-size", type=_positive)
+    c.add_argument("--learning-rate", type=float)
+    c.add_argument("--layers", type=_positive, help="LSTM layers (1-3)")
+    c.add_argument("--units", type=_positive, help="LSTM units per layer")
+    c.add_argument("--window", type=_positive, help="LSTM training window in steps")
+    c.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
+    c.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    c.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")
+    c.add_argument("run", help="a trained run (folder or s3://)")
+    c.add_argument("--data", required=True, help="prepared dataset")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--threshold", type=float, default=0.5, help="probability for a predicted note (default 0.5)")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("extend", help="continue a MIDI prompt with a trained LSTM")
+    c.add_argument("run", help="a trained LSTM run")
+    c.add_argument("prompt", help="prompt MIDI file")
+    c.add_argument("--steps", type=_positive, required=True, help="steps to generate")
+    c.add_argument("--out", required=True, help="output MIDI (prompt + continuation)")
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--png", help="also draw prompt and continuation (two colours)")
+    c.set_defaults(func=cmd_extend)
+
+    c = sub.add_parser("generate", help="new pieces from a trained VAE")
+    c.add_argument("run", help="a trained VAE run")
+    c.add_argument("--n", type=_positive, default=1, help="pieces (default 1)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--png", action="store_true", help="also draw each piece")
+    c.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("demo", help="the whole pipeline on the Bach demo corpus, on a local Ray")
     c.add_argument("--out", default="musicgen-demo", help="output folder (default musicgen-demo)")

@@ -16,7 +16,11 @@ def bach_sources() -> list:
         from music21 import corpus
     except ImportError:
         raise DataError("the demo corpus needs music21: pip install 'musicgen[corpus]'") from None
-    return sorted(p for p in corpus.getComposer("bach") if str(p).lower().endswith(_SCORE_SUFFIXES))
+    by_name = {}  # a few chorales ship as both .krn and .mxl: one MIDI each, from the .mxl
+    for p in sorted(corpus.getComposer("bach"), key=lambda p: (str(p).lower().endswith(".krn"), str(p))):
+        if str(p).lower().endswith(_SCORE_SUFFIXES):
+            by_name.setdefault(os.path.splitext(os.path.basename(p))[0], p)
+    return sorted(by_name.values())
 
 
 def _write_one(args) -> tuple[str, str | None]:

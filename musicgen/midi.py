@@ -109,7 +109,7 @@ def _events(mid: mido.MidiFile, sustain: bool):
                 events.append((tick, t, i, _NOTE_OFF, msg.channel, msg.note, 0))
             elif kind == "control_change" and msg.control == 64 and sustain:
                 events.append((tick, t, i, _PEDAL, msg.channel, 0, msg.value))
-            elif kind == "set_tempo":
+            elif kind == "set_tempo" and msg.tempo > 0:  # 0 us per beat is meaningless: ignored
                 tempos.append((tick, msg.tempo))
             elif kind == "time_signature":
                 sigs.append((tick, msg.numerator, msg.denominator))
@@ -190,6 +190,10 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
     else:
         ticks_per_beat = float(division)
     scale = 1.0 if steps_per_beat is None else steps_per_beat / ticks_per_beat
+    # A corrupt delta time can claim more ticks than int64/float64 hold: compare as Python numbers
+    # (int vs float comparison is exact) before any numpy conversion can overflow.
+    if end > (max_steps + 1) / scale:
+        raise MidiError(name, f"roll would be more than max_steps={max_steps} steps long ({end} ticks)")
 
     def rows(ticks):
         return np.floor(np.asarray(ticks, dtype=np.float64) * scale + 0.5).astype(np.int64)
@@ -277,6 +281,10 @@ def roll_to_midi(roll, steps_per_beat: int | None = 4, bpm: float = 120.0, *,
     (row, numerator, denominator) triples. The file ends at row T, so trailing silence survives.
     """
     roll = check_roll(roll)
+    if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
+        raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
+    if not isinstance(ticks_per_beat, (int, np.integer)) or not 1 <= ticks_per_beat <= 0x7FFF:
+        raise ValueError(f"ticks_per_beat must be an integer in 1..32767, not {ticks_per_beat!r}")
     if not (np.isfinite(bpm) and bpm > 0):
         raise ValueError(f"bpm must be positive, not {bpm!r}")
     per_row = 1.0 if steps_per_beat is None else ticks_per_beat / steps_per_beat

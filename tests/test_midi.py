@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import pathlib
 import time
 
 import mido
@@ -581,7 +580,7 @@ def test_roll_to_midi_value_change_inside_run_starts_a_new_note():
         (480, "note_off", 60, 0, 0),
         (480, "note_off", 64, 0, 0),
     ]
-    assert messages(mid, {"end_of_track"}) [-1][0] == 720
+    assert messages(mid, {"end_of_track"})[-1][0] == 720
     assert [(t, m.program) for t, m in messages(mid, {"program_change"})] == [(0, 0)]
 
 
@@ -733,6 +732,14 @@ def test_bad_steps_per_beat_reading(bad):
 def test_bad_steps_per_beat_writing(bad):
     with pytest.raises(ValueError, match="steps_per_beat"):
         roll_to_midi(expected_roll(4, (0, 4, 60, 100)), bad)
+
+
+@pytest.mark.parametrize("bad", [0, -480, 40000])
+def test_bad_ticks_per_beat_writing(bad):
+    # 0 would write a file with every event at tick 0 and a header this reader rejects; a header
+    # holds a 15-bit positive division, so 40000 cannot be written either.
+    with pytest.raises(ValueError, match="ticks_per_beat"):
+        roll_to_midi(expected_roll(4, (0, 4, 60, 100)), 4, ticks_per_beat=bad)
 
 
 @pytest.mark.parametrize("bad_bpm", [0, -120, float("nan"), float("inf")])

@@ -1,0 +1,131 @@
+"""Model and training configuration: typed dataclasses with named presets.
+
+``tiny`` trains on the Bach demo corpus on a 2-core CPU within minutes; ``paper`` is the study's
+architecture (``../shared/SEED.md``). CLI flags override fields; the same objects travel into
+Ray Train's ``train_loop_config`` and Ray Tune's search space (as plain dicts, via ``asdict``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import DataError
+
+
+@dataclass
+class LSTMConfig:
+    """LSTM extender: ``layers`` LSTM layers of ``units``, dropout, Dense(128) per step.
+
+    Trained many-to-many: every step of a ``window``-step window predicts the next frame
+    (sigmoid per pitch, binary cross-entropy), so one window gives ``window`` targets.
+    ``many_to_one=True`` is the study's set-up (the last step only) for a faithful reproduction.
+    """
+
+    layers: int = 2
+    units: int = 1024
+    dropout: float = 0.2
+    window: int = 256
+    batch_size: int = 32
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    transpose: int = 5  # random transposition of each training window, +-semitones
+    position: bool = True  # feed the position in the bar (one-hot of steps_per_bar) as an input
+    steps_per_bar: int = 16  # 4/4 at 4 steps per beat
+    many_to_one: bool = False
+    skip: bool = True  # the current frame feeds the next frame's logits (one weight per pitch)
+    steps_per_epoch: int | None = None  # None: enough batches to see every training frame once
+
+    def check(self) -> "LSTMConfig":
+        _check_range("layers", self.layers, 1, 3)
+        _check_range("units", self.units, 1, 4096)
+        _check_range("window", self.window, 2, 1 << 16)
+        _check_range("batch_size", self.batch_size, 1, 1 << 16)
+        _check_range("epochs", self.epochs, 1, 100_000)
+        _check_range("dropout", self.dropout, 0.0, 0.95)
+        _check_range("learning_rate", self.learning_rate, 1e-7, 1.0)
+        _check_range("transpose", self.transpose, 0, 24)
+        return self
+
+
+@dataclass
+class VAEConfig:
+    """Convolutional VAE on fixed-size images of the roll: ``height`` steps x ``width`` pitches.
+
+    Three Conv2D + MaxPool + BatchNorm blocks, Dense 512, a latent of ``latent`` units (the study:
+    image size / 2), a mirrored decoder. ``loss='bce'`` (Bernoulli, fits sparse binary rolls) or
+    ``'mse'`` (the study's); KL weight annealed from 0 over ``kl_anneal_epochs`` with ``free_bits``
+    nats per latent unit that are not penalised, against posterior collapse.
+    """
+
+    height: int = 64  # 4 bars of 16 steps at 4 steps per beat
+    width: int = 128
+    filters: tuple[int, int, int] = (64, 64, 32)
+    dense: int = 512
+    latent: int = 64
+    batch_size: int = 32
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    loss: str = "bce"
+    kl_weight: float = 1.0
+    kl_anneal_epochs: int = 10
+    free_bits: float = 0.1
+    transpose: int = 5
+    steps_per_epoch: int | None = None
+
+    def check(self) -> "VAEConfig":
+        _check_range("height", self.height, 32, 1 << 14)
+        _check_range("width", self.width, 32, 1 << 14)
+        _check_range("latent", self.latent, 1, 1 << 14)
+        _check_range("epochs", self.epochs, 1, 100_000)
+        _check_range("batch_size", self.batch_size, 1, 1 << 16)
+        if self.loss not in ("bce", "mse"):
+            raise DataError(f"loss must be 'bce' or 'mse', not {self.loss!r}")
+        return self
+
+
+PRESETS = {
+    "lstm": {
+        "tiny": LSTMConfig(layers=2, units=256, dropout=0.2, window=64, batch_size=32, epochs=12,
+                           learning_rate=2e-3),
+        # The study's net: 2 x LSTM 1024, dropout 0.2, Dense 128, windows of 256 steps.
+        "paper": LSTMConfig(layers=2, units=1024, dropout=0.2, window=256, batch_size=32, epochs=50,
+                            learning_rate=1e-3, position=False, skip=False),
+    },
+    "vae": {
+        "tiny": VAEConfig(height=64, width=128, filters=(32, 32, 16), dense=256, latent=32, epochs=20),
+        # The study's VAE at 512 x 512 (its layer tables), latent = image size / 2.
+        "paper": VAEConfig(height=512, width=512, filters=(64, 64, 32), dense=512, latent=256, epochs=50,
+                           loss="mse", kl_anneal_epochs=0, free_bits=0.0, transpose=0, batch_size=8),
+    },
+}
+
+
+def preset(kind: str, name: str, **overrides):
+    """The preset ``name`` of model ``kind`` ('lstm' or 'vae'), with fields overridden (None = keep)."""
+    if kind not in PRESETS:
+        raise DataError(f"model kind must be one of {', '.join(PRESETS)}, not {kind!r}")
+    if name not in PRESETS[kind]:
+        raise DataError(f"preset must be one of {', '.join(PRESETS[kind])}, not {name!r}")
+    cfg = PRESETS[kind][name]
+    known = {f.name for f in fields(cfg)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise DataError(f"unknown {kind} setting(s): {', '.join(sorted(unknown))}")
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None}).check()
+
+
+def from_dict(kind: str, values: dict):
+    """Rebuild a config from ``asdict`` output (checkpoints, Tune trials)."""
+    cls = LSTMConfig if kind == "lstm" else VAEConfig
+    known = {f.name for f in fields(cls)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known}
+    return cls(**values).check()
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def _check_range(name, value, lo, hi):
+    if not (lo <= value <= hi):
+        raise DataError(f"{name} must be between {lo} and {hi}, not {value!r}")
+

@@ -1,0 +1,81 @@
+"""Held-out evaluation of a trained run against baselines fitted on the train split.
+
+LSTM: next-frame ``nll`` (nats per frame), Bay et al.'s frame ``accuracy``, ``f1``, the study's
+``mae``, next to the ``copy_last`` and ``pitch_prior`` baselines. VAE: reconstruction error,
+active latent units, and statistics of prior samples next to the corpus's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dataset import load_rolls, read_manifest
+from .errors import DataError
+from .metrics import CopyLast, PitchPrior, evaluate, sample_stats
+from .train import load_run
+
+
+def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.5, samples: int = 32,
+                 seed: int = 0) -> dict:
+    """Evaluate ``run`` on ``split`` of dataset ``data``; a JSON-ready dict."""
+    kind, cfg, info, model = load_run(run)
+    manifest = read_manifest(data)
+    if manifest.get("steps_per_beat") != info.get("steps_per_beat") or manifest.get("width", 128) != info.get("width", 128):
+        raise DataError(f"{data}: its grid ({manifest.get('steps_per_beat')} steps per beat, width "
+                        f"{manifest.get('width')}) differs from the model's ({info.get('steps_per_beat')}, "
+                        f"{info.get('width')})")
+    rolls = list(load_rolls(data, split).values())
+    if not rolls:
+        raise DataError(f"{data}: the {split} split is empty")
+    result = {"kind": kind, "run": run, "data": data, "split": split, "pieces": len(rolls)}
+    if kind == "lstm":
+        result.update(_lstm(cfg, model, data, rolls, threshold))
+    else:
+        result.update(_vae(cfg, model, data, rolls, samples, seed))
+    return result
+
+
+def baselines(data: str, rolls, threshold: float = 0.5) -> dict:
+    """``copy_last`` and ``pitch_prior`` fitted on the train split of ``data``, scored on ``rolls``."""
+    train = list(load_rolls(data, "train").values())
+    if not train:
+        raise DataError(f"{data}: baselines need a train split")
+    return {"copy_last": _rounded(evaluate(CopyLast().fit(train).predict, rolls, threshold)),
+            "pitch_prior": _rounded(evaluate(PitchPrior().fit(train).predict, rolls, threshold))}
+
+
+def _lstm(cfg, model, data, rolls, threshold) -> dict:
+    from .lstm import Extender
+
+    extender = Extender.from_training_model(cfg, model)
+    scores = _rounded(evaluate(extender.predict_next, rolls, threshold))
+    out = {**scores, "threshold": threshold, **baselines(data, rolls, threshold)}
+    out["nll_vs_copy_last"] = round(scores["nll"] / out["copy_last"]["nll"], 4)
+    return out
+
+
+def _vae(cfg, model, data, rolls, samples, seed) -> dict:
+    from .vae import Generator, images
+
+    generator = Generator(cfg, model)
+    x = np.concatenate([images(r, cfg) for r in rolls]) if rolls else np.zeros((0, cfg.height, cfg.width, 1))
+    val = list(load_rolls(data, "val").values())
+    if val:
+        generator.choose_threshold(np.concatenate([images(r, cfg) for r in val]))
+    generated = generator.generate(samples, seed=seed)
+    corpus = [img[..., 0] for img in x]
+    return {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),
+            "active_units": int(generator.active_units(x)), "latent": cfg.latent,
+            "threshold": float(generator.threshold),
+            "samples": _rounded(sample_stats(generated)), "corpus": _rounded(sample_stats(corpus))}
+
+
+def _rounded(d):
+    if isinstance(d, dict):
+        return {k: _rounded(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_rounded(v) for v in d]
+    if isinstance(d, (float, np.floating)):
+        return round(float(d), 5)
+    if isinstance(d, np.integer):
+        return int(d)
+    return d

@@ -1,0 +1,126 @@
+"""musicgen.lstm: the study's net, windows cut on the fly, incremental generation."""
+import numpy as np
+import pytest
+
+from musicgen import lstm
+from musicgen.config import LSTMConfig, preset
+
+SMALL = LSTMConfig(layers=2, units=16, dropout=0.0, window=8, batch_size=4, epochs=1, transpose=3,
+                   position=True, steps_per_bar=4)
+
+
+def test_paper_preset_is_the_study_net():
+    cfg = preset("lstm", "paper", many_to_one=True)
+    model = lstm.build_model(cfg)
+    assert model.count_params() == 13_246_592
+    counts = [layer.count_params() for layer in model.layers if layer.count_params()]
+    assert counts == [4_722_688, 8_392_704, 131_200]
+    assert model.output_shape == (None, 128)
+    # Many-to-many (ours) has the same weights, one prediction per step.
+    assert lstm.build_model(preset("lstm", "paper")).count_params() == 13_246_592
+
+
+def test_windows_are_cut_on_the_fly_with_targets_at_every_step():
+    rng = np.random.default_rng(0)
+    roll = np.zeros((30, 128), np.float32)
+    roll[np.arange(30), 60 + np.arange(30) % 5] = 0.7
+    pairs = list(lstm.piece_windows(roll, SMALL, rng, augment=False))
+    assert len(pairs) == lstm.examples(30, SMALL) == 3
+    x, y = pairs[0]
+    assert x.shape == (8, 128 + 4) and y.shape == (8, 128)
+    np.testing.assert_array_equal(y[:-1], x[1:, :128])  # y is x shifted by one step
+    np.testing.assert_array_equal(x[:, 128:].argmax(1), np.arange(8) % 4)  # position in the bar
+    # Transposition keeps every note on the keyboard.
+    high = np.zeros((20, 128), np.float32)
+    high[:, 126] = 1
+    for _ in range(20):
+        for xx, yy in lstm.piece_windows(high, SMALL, rng):
+            assert xx[:, :128].sum() == 8 and np.flatnonzero(xx[:, :128].any(0))[0] >= 123
+    # A piece shorter than a window is padded with silence in front.
+    (x, y), = lstm.piece_windows(roll[:5], SMALL, rng, augment=False)
+    assert x[:4, :128].sum() == 0 and y[-1].sum() == 1
+
+
+def test_window_batches_are_bounded_and_cover_the_data():
+    rng = np.random.default_rng(1)
+    rolls = [np.ones((17 + i, 128), np.float32) * 0.5 for i in range(10)]
+    batches = list(lstm.window_batches(iter(rolls), SMALL, rng, augment=False, shuffle_buffer=8))
+    windows = sum(lstm.examples(len(r), SMALL) for r in rolls)
+    assert sum(len(x) for x, _ in batches) == windows // 4 * 4
+    assert all(x.shape == (4, 8, 132) for x, _ in batches)
+
+
+def _toy_rolls(n=12, steps=40):
+    """Rising arpeggios: an easy, deterministic next-frame task."""
+    rolls = []
+    for i in range(n):
+        r = np.zeros((steps, 128), np.float32)
+        r[np.arange(steps), 50 + (np.arange(steps) + i) % 4] = 0.8
+        rolls.append(r)
+    return rolls
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from musicgen.keras import tf
+
+    tf.keras.utils.set_random_seed(0)
+    cfg = LSTMConfig(layers=1, units=32, dropout=0.0, window=16, batch_size=8, transpose=0, position=False,
+                     learning_rate=1e-2)
+    model = lstm.compile_model(lstm.build_model(cfg), cfg)
+    x, y = lstm.val_arrays(_toy_rolls(24, 64), cfg)
+    first = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=150, batch_size=8, verbose=0)
+    return cfg, model, first, model.evaluate(x, y, verbose=0)
+
+
+def test_loss_falls_and_the_step_model_matches_the_training_model(trained):
+    cfg, model, first, last = trained
+    assert last < first * 0.3
+    ext = lstm.Extender.from_training_model(cfg, model)
+    roll = _toy_rolls(1, 50)[0]
+    probs = ext.predict_next(roll, chunk=7)  # chunked with carried state == one pass
+    full = model.predict((roll[None, :-1] > 0).astype(np.float32), verbose=0)[0]
+    np.testing.assert_allclose(probs, full, atol=1e-5)
+    # It learned the arpeggio: the next note is the likeliest.
+    assert (probs.argmax(1) == (roll[1:] > 0).argmax(1)).mean() > 0.9
+
+
+def test_saved_weights_reload_to_the_same_predictions(trained, tmp_path):
+    cfg, model, _, _ = trained
+    model.save_weights(tmp_path / "w.h5")
+    again = lstm.build_model(cfg)
+    again.load_weights(tmp_path / "w.h5")
+    x = (_toy_rolls(1)[0][None] > 0).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+
+
+def test_extend_is_reproducible_and_batching_does_not_change_a_request(trained):
+    cfg, model, _, _ = trained
+    ext = lstm.Extender.from_training_model(cfg, model)
+    short, long = _toy_rolls(1, 3)[0], _toy_rolls(1, 100)[0]  # shorter and longer than the window
+    a = ext.extend(short, 20, seeds=5)
+    assert a.shape == (20, 128) and a.max() > 0
+    np.testing.assert_array_equal(a, ext.extend(short, 20, seeds=5))
+    assert not np.array_equal(ext.extend(short, 20, seeds=6, temperature=2.0), a)
+    together = ext.extend([short, long], 20, seeds=[5, 9])
+    np.testing.assert_allclose(together[0], a)
+    np.testing.assert_allclose(together[1], ext.extend(long, 20, seeds=9))
+    # Notes take the prompt's velocity; low temperature continues the arpeggio.
+    cold = ext.extend(long, 12, temperature=0.05, seeds=0)
+    assert set(np.unique(cold[cold > 0])) == {np.float32(0.8)}
+    expected = 50 + (np.arange(100, 112) + 0) % 4
+    assert (cold.argmax(1) == expected).mean() > 0.8
+    with pytest.raises(ValueError, match="temperature"):
+        ext.extend(short, 3, temperature=float("nan"))
+
+
+def test_config_checks_ranges():
+    from musicgen.errors import DataError
+
+    with pytest.raises(DataError, match="layers"):
+        preset("lstm", "tiny", layers=4)
+    with pytest.raises(DataError, match="unknown lstm setting"):
+        preset("lstm", "tiny", colour="red")
+    with pytest.raises(DataError, match="preset"):
+        preset("lstm", "huge")

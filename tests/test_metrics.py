@@ -1,0 +1,212 @@
+"""musicgen.metrics: hand-made rolls with answers worked out by hand."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from musicgen.metrics import (CopyLast, FrameScores, PitchPrior, active_units, binarize, change_rate,
+                              evaluate, onsets, pitch_class_similarity, sample_stats)
+
+
+def empty(t):
+    return np.zeros((t, 128), np.float32)
+
+
+def test_binarize():
+    r = empty(2)
+    r[0, 60] = 0.01
+    b = binarize(r)
+    assert b.dtype == bool and b.sum() == 1 and b[0, 60]
+
+
+def test_bay_accuracy_precision_recall_f1_mae_by_hand():
+    p = np.zeros((1, 128))
+    y = np.zeros((1, 128))
+    p[0, [0, 1]] = 0.9; y[0, [0, 1]] = 1  # TP, TP
+    p[0, 2] = 0.6                          # FP
+    p[0, 3] = 0.2; y[0, 3] = 1             # FN
+    r = FrameScores().add(p, y).result()
+    assert (r["tp"], r["fp"], r["fn"], r["frames"]) == (2, 1, 1, 1)
+    assert r["accuracy"] == pytest.approx(0.5)
+    assert r["precision"] == pytest.approx(2 / 3)
+    assert r["recall"] == pytest.approx(2 / 3)
+    assert r["f1"] == pytest.approx(4 / 6)
+    assert r["mae"] == pytest.approx((0.1 + 0.1 + 0.6 + 0.8) / 128)
+    nll = -2 * math.log(0.9) - math.log(0.4) - math.log(0.2) - 124 * math.log(1 - 1e-7)
+    assert r["nll"] == pytest.approx(nll)
+
+
+def test_threshold_is_inclusive_and_configurable():
+    p = np.full((1, 128), 0.5)
+    y = np.ones((1, 128))
+    assert FrameScores().add(p, y).result()["tp"] == 128
+    assert FrameScores(threshold=0.6).add(p, y).result()["fn"] == 128
+
+
+def test_half_everywhere_is_128_ln2_nats_per_frame():
+    rng = np.random.default_rng(0)
+    y = rng.random((7, 128)) < 0.1
+    r = FrameScores().add(np.full((7, 128), 0.5), y).result()
+    assert r["nll"] == pytest.approx(128 * math.log(2))
+    assert r["mae"] == pytest.approx(0.5)
+    assert r["frames"] == 7
+
+
+def test_perfect_predictor_nll_near_zero_accuracy_one():
+    rng = np.random.default_rng(1)
+    y = (rng.random((20, 128)) < 0.1).astype(np.float64)
+    r = FrameScores().add(y, y).result()  # p in {0, 1}: clipped to [1e-7, 1 - 1e-7]
+    assert 0 < r["nll"] < 128 * 1.1e-7
+    assert r["accuracy"] == r["precision"] == r["recall"] == r["f1"] == 1.0
+    assert r["mae"] == 0.0
+
+
+def test_silence_predicted_silence_counts_as_correct_and_accumulates_over_pieces():
+    s = FrameScores()
+    s.add(np.zeros((3, 128)), np.zeros((3, 128)))
+    assert s.result()["accuracy"] == 1.0 and s.result()["f1"] == 1.0
+    p = np.zeros((2, 128)); y = np.zeros((2, 128))
+    p[0, 5] = 1; y[0, 5] = 1; y[1, 6] = 1  # TP=1, FN=1 in a second piece
+    r = s.add(p, y).result()
+    assert r["frames"] == 5 and r["accuracy"] == pytest.approx(0.5)
+    other = FrameScores().add(p, y)
+    merged = FrameScores().add(np.zeros((3, 128)), np.zeros((3, 128))).merge(other).result()
+    assert merged == r
+    json.dumps(r)
+
+
+def test_frame_scores_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        FrameScores().add(np.zeros((2, 128)), np.zeros((3, 128)))
+
+
+def test_copylast_alternating_and_held_pitches():
+    r = empty(5)
+    r[[0, 2, 4], 60] = 0.8   # on off on off on: on->off twice, off->on twice
+    r[:, 64] = 1.0           # held throughout: on->on four times
+    m = CopyLast().fit([r])
+    assert m.p_on_on[60] == pytest.approx((0 + 1) / (2 + 2))   # 0.25
+    assert m.p_on_off[60] == pytest.approx((2 + 1) / (2 + 2))  # 0.75
+    assert m.p_on_on[64] == pytest.approx((4 + 1) / (4 + 2))   # 5/6
+    assert m.p_on_off[64] == pytest.approx(0.5)                # never seen off: 1/2
+    assert m.p_on_on[0] == pytest.approx(0.5)                  # never on
+    assert m.p_on_off[0] == pytest.approx(1 / 6)               # off->off four times
+    pred = m.predict(r)
+    assert pred.shape == (4, 128) and pred.dtype == np.float32
+    assert pred[:, 60] == pytest.approx([0.25, 0.75, 0.25, 0.75])
+
+
+def test_copylast_thresholded_copies_previous_frame_and_evaluate_by_hand():
+    r = empty(6)
+    r[:3, 62] = 1.0  # on on on off off off
+    m = CopyLast().fit([r])
+    assert m.p_on_on[62] == pytest.approx(3 / 5) and m.p_on_off[62] == pytest.approx(1 / 4)
+    assert m.p_on_off[0] == pytest.approx(1 / 7)
+    test = empty(5)
+    test[[1, 2], 62] = 1.0
+    assert np.array_equal(m.predict(test)[:, 62] >= 0.5, binarize(test)[:-1, 62])
+
+    res = evaluate(m.predict, [r])
+    # pitch 62: p = .6 .6 .6 .25 .25 vs targets on on off off off -> TP 2, FP 1, FN 0
+    assert (res["tp"], res["fp"], res["fn"], res["frames"]) == (2, 1, 0, 5)
+    assert res["accuracy"] == pytest.approx(2 / 3)
+    nll = (-2 * math.log(0.6) - math.log(0.4) - 2 * math.log(0.75) - 127 * 5 * math.log(6 / 7)) / 5
+    assert res["nll"] == pytest.approx(nll)
+
+
+def test_pitch_prior_frequencies():
+    a = empty(4); a[:3, 60] = 1.0
+    b = empty(6); b[2, 60] = 0.3; b[:, 72] = 1.0
+    m = PitchPrior().fit([a, b])
+    assert m.p_on[60] == pytest.approx((4 + 1) / (10 + 2))
+    assert m.p_on[72] == pytest.approx((6 + 1) / (10 + 2))
+    assert m.p_on[0] == pytest.approx(1 / 12)
+    pred = m.predict(empty(3))
+    assert pred.shape == (2, 128) and np.allclose(pred, m.p_on[None])
+
+
+def test_baselines_need_fit():
+    with pytest.raises(RuntimeError):
+        CopyLast().predict(empty(3))
+    with pytest.raises(RuntimeError):
+        PitchPrior().predict(empty(3))
+
+
+def test_evaluate_skips_one_frame_pieces_and_checks_shape():
+    calls = []
+
+    def predict(roll):
+        calls.append(roll.shape[0])
+        return np.full((roll.shape[0] - 1, 128), 0.5)
+
+    res = evaluate(predict, [empty(1), empty(3), empty(0)])
+    assert calls == [3] and res["frames"] == 2
+    assert res["nll"] == pytest.approx(128 * math.log(2))
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(lambda r: np.zeros((r.shape[0], 128)), [empty(3)])
+
+
+def test_sample_stats_by_hand():
+    a = empty(8)
+    a[0:4, 60] = 0.5                    # C, one note, 4 cells
+    a[[0, 1, 4, 5], 64] = 1.0           # E, two notes, 4 cells
+    a[2, 67] = 0.25                     # G, one note, 1 cell; steps 6-7 silent
+    b = empty(4)                        # empty piece
+    c = empty(4); c[:, 48] = 0.5        # low C, one note, 4 cells
+    s = sample_stats([a, b, c])
+    json.dumps(s)
+    assert s["pieces"] == 3 and s["steps"] == 16
+    assert s["empty_fraction"] == pytest.approx(1 / 3)
+    assert s["notes_per_step"] == pytest.approx(5 / 16)
+    assert s["polyphony"] == pytest.approx(13 / 10)     # 13 sounding cells over 10 sounding steps
+    assert s["silence_fraction"] == pytest.approx(6 / 16)
+    assert s["pitch_range"] == pytest.approx((7 + 0) / 2)
+    assert (s["pitch_min"], s["pitch_max"]) == (48, 67)
+    hist = np.zeros(12); hist[0] = 8 / 13; hist[4] = 4 / 13; hist[7] = 1 / 13
+    assert s["pitch_class_histogram"] == pytest.approx(list(hist))
+    assert s["mean_velocity"] == pytest.approx((2 + 4 + 0.25 + 2) / 13)
+    assert onsets(a)[:, 64].nonzero()[0].tolist() == [0, 4]
+
+
+def test_sample_stats_all_empty_is_json_safe():
+    s = sample_stats([empty(3)])
+    assert s["empty_fraction"] == 1.0 and s["silence_fraction"] == 1.0 and s["polyphony"] == 0.0
+    assert s["pitch_min"] is None and sum(s["pitch_class_histogram"]) == 0
+    json.dumps(s)
+
+
+def test_change_rate():
+    prompt = empty(3); prompt[-1, [60, 64]] = 1.0
+    cont = empty(5)
+    cont[0, [60, 64]] = 1.0          # same as prompt's last frame
+    cont[1, [60, 64]] = 0.3          # same pitches, softer: not a change
+    cont[2:4, [60, 67]] = 1.0        # change, then hold
+    # step 4 silent: change
+    assert change_rate(prompt, cont) == pytest.approx(2 / 5)
+    assert change_rate(prompt[-1], cont) == pytest.approx(2 / 5)
+    held = np.repeat(prompt[-1:], 6, axis=0)
+    assert change_rate(prompt, held) == 0.0
+    assert change_rate(prompt, empty(0)) == 0.0
+
+
+def test_pitch_class_similarity():
+    a = empty(2); a[0, 60] = 1; a[1, 64] = 1           # C, E
+    up = empty(2); up[0, 72] = 1; up[1, 76] = 1        # C, E an octave up
+    other = empty(2); other[:, 62] = 1; other[:, 66] = 1  # D, F#
+    c_only = empty(1); c_only[0, 48] = 1
+    assert pitch_class_similarity(a, up) == pytest.approx(1.0)
+    assert pitch_class_similarity(a, other) == pytest.approx(0.0)
+    assert pitch_class_similarity(a, c_only) == pytest.approx(1 / math.sqrt(2))
+    assert pitch_class_similarity(empty(2), empty(3)) == 1.0
+    assert pitch_class_similarity(a, empty(3)) == 0.0
+
+
+def test_active_units():
+    z = np.array([[3.0, 0, 0.0, -1],
+                  [3.0, 1, 0.1, 1],
+                  [3.0, 0, 0.0, -1],
+                  [3.0, 1, 0.1, 1]])  # variances 0, 0.25, 0.0025, 1
+    assert active_units(z) == 2
+    assert active_units(z, threshold=0.001) == 3
+    assert active_units(np.zeros((0, 4))) == 0
