@@ -171,7 +171,7 @@ def _parent(path):
 def cmd_demo(args):
     from .demo import run_demo
 
-    run_demo(args.out, limit=args.limit)
+    run_demo(args.out, limit=args.limit, epochs=args.epochs, models=not args.data_only)
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     c = sub.add_parser("corpus", help="write a demo corpus (Bach chorales from music21) as MIDI files, offline")
-    c.add_argument("name", choices=["bach"])
+    c.add_argument("name", choices=["bach", "other"], help="bach: 410 chorales; other: ~70 pieces of other "
+                   "composers and styles, for held-out tests")
     c.add_argument("dest", help="folder for the .mid files")
     c.add_argument("--limit", type=_positive, help="only the first N pieces")
     c.add_argument("--workers", type=_positive, help="processes (default: every core)")
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("demo", help="the whole pipeline on the Bach demo corpus, on a local Ray")
     c.add_argument("--out", default="musicgen-demo", help="output folder (default musicgen-demo)")
     c.add_argument("--limit", type=_positive, help="use only the first N chorales (quicker)")
+    c.add_argument("--epochs", type=_positive, help="override the tiny presets' epochs (quicker)")
+    c.add_argument("--data-only", action="store_true", help="stop after the dataset and its pictures")
     c.set_defaults(func=cmd_demo)
     return p
 

@@ -31,7 +31,7 @@ class LSTMConfig:
     position: bool = True  # feed the position in the bar (one-hot of steps_per_bar) as an input
     steps_per_bar: int = 16  # 4/4 at 4 steps per beat
     many_to_one: bool = False
-    skip: bool = True  # the current frame feeds the next frame's logits (one weight per pitch)
+    skip: bool = True  # a copy gate: the current frame feeds the next frame's logits (lstm._output)
     steps_per_epoch: int | None = None  # None: enough batches to see every training frame once
 
     def check(self) -> "LSTMConfig":

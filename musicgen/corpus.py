@@ -6,7 +6,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .errors import DataError
 
-CORPORA = ("bach",)
+CORPORA = ("bach", "other")
+# "other": music the Bach-trained models never saw, for held-out tests of other composers and
+# styles (prepare it with --split 0,0,1). Up to this many scores per composer, in music21's order.
+OTHER = {"beethoven": 8, "mozart": 8, "haydn": 6, "schumann_robert": 5, "schumann_clara": 4, "chopin": 1,
+         "joplin": 1, "schubert": 1, "handel": 1, "corelli": 1, "cpebach": 1, "monteverdi": 10,
+         "palestrina": 10, "josquin": 4, "trecento": 6}
 _SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")  # scores, not the .rntxt harmonic analyses
 
 
@@ -23,6 +28,23 @@ def bach_sources() -> list:
     return sorted(by_name.values())
 
 
+_TOO_BIG = {"opus132.mxl", "opus133.mxl"}  # late quartets: minutes each in music21, or broken repeats
+
+
+def other_sources() -> list:
+    """A mix of composers and styles from music21's corpus (see ``OTHER``)."""
+    try:
+        from music21 import corpus
+    except ImportError:
+        raise DataError("the demo corpus needs music21: pip install 'musicgen[corpus]'") from None
+    out = []
+    for composer, n in OTHER.items():
+        paths = sorted(p for p in corpus.getComposer(composer) if str(p).lower().endswith(_SCORE_SUFFIXES)
+                       and os.path.basename(p) not in _TOO_BIG)
+        out += paths[:n]
+    return out
+
+
 def _write_one(args) -> tuple[str, str | None]:
     source, dest = args
     try:
@@ -36,18 +58,21 @@ def _write_one(args) -> tuple[str, str | None]:
 
 def write_corpus(name: str, dest: str, *, limit: int | None = None, workers: int | None = None,
                  progress: bool = True) -> list[str]:
-    """Write corpus ``name`` ('bach') as .mid files into folder ``dest``; returns their paths.
+    """Write corpus ``name`` ('bach' or 'other') as .mid files into folder ``dest``; returns their paths.
 
     Files already there are kept, so a second call is fast. Uses ``workers`` processes (default:
     every core): music21 takes ~0.25 s per chorale.
     """
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(CORPORA)}")
-    sources = bach_sources()[:limit]
+    sources = (bach_sources() if name == "bach" else other_sources())[:limit]
     os.makedirs(dest, exist_ok=True)
     jobs, written = [], []
     for src in sources:
-        out = os.path.join(dest, os.path.splitext(os.path.basename(src))[0] + ".mid")
+        stem = os.path.splitext(os.path.basename(src))[0]
+        if name == "other":  # names repeat across composers (movement numbers)
+            stem = os.path.basename(os.path.dirname(src)) + "-" + stem
+        out = os.path.join(dest, stem + ".mid")
         if os.path.exists(out) and os.path.getsize(out):
             written.append(out)
         else:

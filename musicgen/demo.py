@@ -2,36 +2,67 @@
 
 Writes under one folder::
 
-    bach/            the chorales as MIDI (musicgen corpus bach)
-    dataset/         Parquet shards + manifest.json (musicgen prepare)
-    png/             piano rolls of a few pieces, one per split and an overview
-    summary.json     the dataset's figures; summary.md says the same for people
+    bach/                 the chorales as MIDI (musicgen corpus bach)
+    dataset/              Parquet shards + manifest.json (musicgen prepare)
+    png/                  piano rolls of a train, a validation and a test piece, and an overview
+    runs/lstm, runs/vae   trained tiny models: model/, metrics.json, history.json, loss.png
+    extend/               three held-out prompts and their continuations (MIDI + PNG, two colours)
+    generated/            eight VAE pieces (MIDI + PNG)
+    summary.json          every figure; summary.md says the same for people
 """
 from __future__ import annotations
 
 import json
 import os
 
+import numpy as np
+
+from .config import preset
 from .corpus import write_corpus
 from .dataset import SPLITS, iter_records
+from .midi import roll_to_midi
 from .plot import plot_roll, plot_rolls
 from .prepare import PrepareConfig, prepare, summary
 
+PROMPT_STEPS = 64  # 4 bars of 4/4
+EXTEND_STEPS = 64
 
-def run_demo(out: str, limit: int | None = None) -> dict:
+
+def run_demo(out: str, limit: int | None = None, epochs: int | None = None, models: bool = True) -> dict:
     os.makedirs(out, exist_ok=True)
-    print(f"[1/3] corpus -> {out}/bach")
+    step = _steps(6 if models else 3)
+    step(f"corpus -> {out}/bach")
     write_corpus("bach", os.path.join(out, "bach"), limit=limit)
-    print(f"[2/3] prepare -> {out}/dataset")
+    step(f"prepare -> {out}/dataset")
     dataset = os.path.join(out, "dataset")
     manifest = prepare(os.path.join(out, "bach"), dataset, PrepareConfig(overwrite=True))
     text = summary(manifest)
     print(text)
+    step(f"pictures -> {out}/png")
+    _pictures(dataset, os.path.join(out, "png"), manifest["steps_per_beat"])
+    result = {"dataset": {k: manifest[k] for k in ("counts", "splits", "bytes", "steps_per_beat")}}
+    if models:
+        result.update(_models(out, dataset, epochs, step))
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(_markdown(text, result))
+    print(f"done: {out}/summary.md")
+    return result
 
-    print(f"[3/3] pictures -> {out}/png")
-    png = os.path.join(out, "png")
+
+def _steps(total):
+    count = [0]
+
+    def step(text):
+        count[0] += 1
+        print(f"[{count[0]}/{total}] {text}", flush=True)
+
+    return step
+
+
+def _pictures(dataset, png, spb):
     os.makedirs(png, exist_ok=True)
-    spb = manifest["steps_per_beat"]
     shown = {}
     for split in SPLITS:
         for record in iter_records(dataset, split):
@@ -45,10 +76,81 @@ def run_demo(out: str, limit: int | None = None) -> dict:
         shown.setdefault(f"{record.id} (train)", record.roll)
     plot_rolls(shown, os.path.join(png, "overview.png"), steps_per_beat=spb)
 
-    result = {"dataset": {k: manifest[k] for k in ("counts", "splits", "bytes", "steps_per_beat")}}
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write("# musicgen demo\n\n## Dataset\n\n" + "\n".join(f"- {line}" for line in text.splitlines()) + "\n")
-    print(f"done: {out}/summary.md, {out}/png/")
+
+def _models(out, dataset, epochs, step) -> dict:
+    from .evaluate import evaluate_run
+    from .train import train
+
+    runs = {kind: os.path.join(out, "runs", kind) for kind in ("lstm", "vae")}
+    for kind, run in runs.items():
+        step(f"train {kind} (tiny preset) -> {run}")
+        if not os.path.exists(os.path.join(run, "model", "config.json")):
+            train(kind, dataset, run, preset(kind, "tiny", epochs=epochs))
+    step("evaluate on the held-out test split")
+    result = {kind: evaluate_run(run, dataset, "test") for kind, run in runs.items()}
+    step(f"extend 3 held-out prompts -> {out}/extend; generate 8 pieces -> {out}/generated")
+    result["extend"] = _extend(runs["lstm"], dataset, os.path.join(out, "extend"))
+    result["generate"] = _generate(runs["vae"], os.path.join(out, "generated"))
     return result
+
+
+def _extend(run, dataset, folder) -> list:
+    from .generate import load_extender
+    from .metrics import change_rate, pitch_class_similarity
+
+    os.makedirs(folder, exist_ok=True)
+    extender, info = load_extender(run)
+    spb = info["steps_per_beat"]
+    records = [r for r in iter_records(dataset, "test") if len(r.roll) >= PROMPT_STEPS][:3]
+    out = []
+    for i, record in enumerate(records):
+        prompt = record.roll[:PROMPT_STEPS]
+        continuation = extender.extend(prompt, EXTEND_STEPS, temperature=1.0, seeds=i)
+        roll = np.concatenate([prompt, continuation])
+        name = os.path.join(folder, f"{record.id}")
+        roll_to_midi(prompt, spb, tempos=record.tempos).save(name + "-prompt.mid")
+        roll_to_midi(roll, spb, tempos=record.tempos).save(name + "-extended.mid")
+        plot_roll(roll, name + "-extended.png", steps_per_beat=spb, split_at=PROMPT_STEPS,
+                  title=f"{record.id}: prompt (blue) + {EXTEND_STEPS} generated steps (orange)")
+        truth = record.roll[PROMPT_STEPS:PROMPT_STEPS + EXTEND_STEPS]
+        out.append({"piece": record.id, "change_rate": round(change_rate(prompt, continuation), 3),
+                    "change_rate_of_the_real_continuation": round(change_rate(prompt, truth), 3),
+                    "pitch_class_similarity_to_prompt": round(pitch_class_similarity(prompt, continuation), 3),
+                    "notes_generated": int((continuation > 0).sum())})
+    return out
+
+
+def _generate(run, folder) -> dict:
+    from .generate import load_generator
+
+    os.makedirs(folder, exist_ok=True)
+    generator, info = load_generator(run)
+    spb = info["steps_per_beat"]
+    rolls = generator.generate(8, seed=0)
+    for i, roll in enumerate(rolls):
+        roll_to_midi(roll, spb).save(os.path.join(folder, f"piece-{i:03d}.mid"))
+    plot_rolls({f"piece {i}": r for i, r in enumerate(rolls)}, os.path.join(folder, "overview.png"),
+               steps_per_beat=spb)
+    return {"pieces": len(rolls), "non_empty": int(sum(bool(r.any()) for r in rolls))}
+
+
+def _markdown(dataset_text, result) -> str:
+    lines = ["# musicgen demo", "", "## Dataset", ""] + [f"- {x}" for x in dataset_text.splitlines()]
+    if "lstm" in result:
+        lstm = result["lstm"]
+        lines += ["", "## LSTM extender on the held-out test split", "",
+                  "| model | nll (nats/frame) | accuracy | f1 | mae |", "|---|---|---|---|---|"]
+        for name, s in (("lstm", lstm), ("copy_last", lstm["copy_last"]), ("pitch_prior", lstm["pitch_prior"])):
+            lines.append(f"| {name} | {s['nll']:.3f} | {s['accuracy']:.3f} | {s['f1']:.3f} | {s['mae']:.4f} |")
+        lines += ["", f"nll / copy_last's nll = {lstm['nll_vs_copy_last']:.3f}", "", "Continuations:", ""]
+        lines += [f"- {e['piece']}: changes notes on {e['change_rate']:.0%} of steps (the real continuation: "
+                  f"{e['change_rate_of_the_real_continuation']:.0%}), pitch-class similarity to the prompt "
+                  f"{e['pitch_class_similarity_to_prompt']:.2f}" for e in result["extend"]]
+    if "vae" in result:
+        vae = result["vae"]
+        lines += ["", "## VAE generator", "", f"- active latent units: {vae['active_units']} of {vae['latent']}",
+                  f"- generated pieces: {result['generate']['non_empty']} of {result['generate']['pieces']} non-empty",
+                  "", "| statistic | samples | corpus |", "|---|---|---|"]
+        for key in ("notes_per_step", "polyphony", "silence_fraction", "pitch_range"):
+            lines.append(f"| {key} | {vae['samples'][key]:.3f} | {vae['corpus'][key]:.3f} |")
+    return "\n".join(lines) + "\n"

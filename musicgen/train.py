@@ -26,6 +26,7 @@ from .errors import DataError
 
 MODEL_DIR = "model"
 WEIGHTS = "weights.h5"
+HISTORY = "history.json"
 
 
 def model_module(kind: str):
@@ -72,12 +73,13 @@ def train_loop(config: dict) -> None:
     with strategy.scope():
         model = module.compile_model(module.build_model(cfg), cfg)
 
-    start_epoch = 0
+    start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume (a replaced worker, or --resume)
         with checkpoint.as_directory() as d:
             model.load_weights(os.path.join(d, WEIGHTS))
             start_epoch = json.load(open(os.path.join(d, "state.json")))["epoch"] + 1
+            history = json.load(open(os.path.join(d, HISTORY)))
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -104,9 +106,11 @@ def train_loop(config: dict) -> None:
         def on_epoch_end(self, epoch, logs=None):
             metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                        **module.epoch_metrics(logs or {})}
+            history.append(metrics)
             with tempfile.TemporaryDirectory() as d:
                 self.model.save_weights(os.path.join(d, WEIGHTS))  # every rank: saving may all-reduce
                 json.dump({"epoch": epoch, "kind": kind, "config": to_dict(cfg)}, open(os.path.join(d, "state.json"), "w"))
+                json.dump(history, open(os.path.join(d, HISTORY), "w"))  # whole history: checkpoints get pruned
                 if rank == 0:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
                     print(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
@@ -190,13 +194,12 @@ def _storage_path(out: str) -> str:
     return out if storage.is_s3(out) else os.path.abspath(out)
 
 
-def _history(result) -> dict:
-    df = result.metrics_dataframe
-    if df is None or df.empty:
-        return {}
-    df = df.sort_values("epoch").drop_duplicates("epoch", keep="last")
-    keep = [c for c in df.columns if c == "epoch" or c.endswith(("loss", "nll", "kl", "reconstruction"))]
-    return {c: [float(v) for v in df[c]] for c in keep}
+def _history(checkpoint) -> dict:
+    """Per-epoch metrics, {name: [value per epoch]}, from the history a checkpoint carries."""
+    with checkpoint.as_directory() as d:
+        epochs = json.load(open(os.path.join(d, HISTORY)))
+    names = sorted({k for e in epochs for k in e}, key=lambda k: (k != "epoch", k))
+    return {k: [e.get(k) for e in epochs] for k in names}
 
 
 def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> dict:
@@ -213,7 +216,7 @@ def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> 
     info = {"kind": kind, "config": to_dict(cfg), "steps_per_beat": manifest.get("steps_per_beat"),
             "width": manifest.get("width", 128), "data": data}
     storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
-    history = _history(result)
+    history = _history(result.checkpoint or best)
     best_metrics = dict(best_metrics_of(result, best) or result.metrics or {})
     metrics = {"kind": kind, "best": best_metrics, "epochs": len(history.get("epoch", [])),
                "workers": workers, "data": data, "plan": steps, "config": to_dict(cfg)}

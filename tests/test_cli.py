@@ -64,7 +64,7 @@ def test_corpus_prepare_show(tmp_path):
 
 
 def test_demo_writes_dataset_pictures_and_summary(tmp_path):
-    p = run_cli("demo", "--out", tmp_path / "demo", "--limit", "12")
+    p = run_cli("demo", "--out", tmp_path / "demo", "--limit", "12", "--data-only")
     assert p.returncode == 0, p.stderr
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())

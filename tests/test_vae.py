@@ -1,6 +1,5 @@
 """musicgen.vae: the study's layer table, losses, weights round trip, data cutting, generation."""
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -25,18 +24,14 @@ PAPER_DECODER = [
 
 
 def small_cfg(**kw):
-    """A small, fast VAE on 32 x 32 images."""
-    base = dict(height=32, width=32, filters=(8, 8, 4), dense=32, latent=4, batch_size=16, epochs=1,
+    """A small, fast VAE on 32 x 64 images."""
+    base = dict(height=32, width=64, filters=(8, 8, 8), dense=32, latent=2, batch_size=16, epochs=1,
                 learning_rate=3e-3, kl_anneal_epochs=0, free_bits=0.0, transpose=2)
     return VAEConfig(**{**base, **kw}).check()
 
 
 def layer_table(model):
-    rows = []
-    for layer in model.layers[1:]:  # skip the Input
-        shape = layer.output_shape
-        rows.append((tuple(shape[1:]), layer.count_params()))
-    return rows
+    return [(tuple(layer.output_shape[1:]), layer.count_params()) for layer in model.layers[1:]]  # no Input
 
 
 def test_paper_preset_reproduces_the_study_layer_tables():
@@ -44,7 +39,7 @@ def test_paper_preset_reproduces_the_study_layer_tables():
     model = vae.build_model(cfg)
     assert layer_table(model.encoder) == PAPER_ENCODER
     assert layer_table(model.decoder) == PAPER_DECODER
-    kinds = [type(l).__name__ for l in model.decoder.layers[1:]]
+    kinds = [type(layer).__name__ for layer in model.decoder.layers[1:]]
     assert kinds == ["Dense", "Reshape", "UpSampling2D", "Conv2DTranspose", "BatchNormalization",
                      "UpSampling2D", "Conv2DTranspose", "BatchNormalization", "UpSampling2D",
                      "Conv2DTranspose"]
@@ -67,67 +62,72 @@ def test_sizes_that_cannot_mirror_are_refused():
         vae.build_model(small_cfg(height=36))
 
 
-def patterns(n=64, seed=0, cfg=None):
-    """Images of two kinds of repeated patterns (a held chord, an arpeggio) at random transpositions."""
-    cfg = cfg or small_cfg()
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, cfg.height, cfg.width, 1), np.float32)
-    for i in range(n):
-        root = int(rng.integers(4, cfg.width - 12))
-        if i % 2:
-            x[i, :, [root, root + 4, root + 7], 0] = 1  # a held triad
-        else:
-            for t in range(cfg.height):
-                x[i, t, root + (0, 4, 7, 12)[(t // 2) % 4], 0] = 1  # an arpeggio, 2 steps a note
-    return x
+def patterns(cfg):
+    """Four 32 x 64 images: two held triads, a rising and a falling arpeggio."""
+    p = np.zeros((4, cfg.height, cfg.width), np.float32)
+    p[0, :, [20, 24, 27]] = 1
+    p[1, :, [40, 43, 47]] = 1
+    for t in range(cfg.height):
+        p[2, t, 20 + (0, 4, 7, 12)[(t // 2) % 4]] = 1
+        p[3, t, 50 - (0, 3, 7, 12)[(t // 4) % 4]] = 1
+    return p
+
+
+def repeated(cfg, copies=16):
+    return np.repeat(patterns(cfg), copies, axis=0)[..., None]
 
 
 def test_loss_falls_in_a_few_steps():
     cfg = small_cfg()
     keras.utils.set_random_seed(0)
     model = vae.compile_model(vae.build_model(cfg), cfg)
-    x = patterns(32)
+    x = repeated(cfg, 8)
     before = model.evaluate(x, batch_size=16, verbose=0, return_dict=True)
-    hist = model.fit(x, epochs=10, batch_size=16, verbose=0)
+    hist = model.fit(x, epochs=8, batch_size=16, verbose=0)
     after = model.evaluate(x, batch_size=16, verbose=0, return_dict=True)
     assert set(before) >= {"loss", "reconstruction", "kl"}
     assert set(hist.history) >= {"loss", "reconstruction", "kl"}
-    assert after["loss"] < 0.5 * before["loss"]
+    assert after["loss"] < 0.7 * before["loss"]
     assert np.isfinite(list(after.values())).all()
 
 
 @pytest.mark.parametrize("loss", ["bce", "mse"])
 def test_losses_by_hand(loss):
     """The reconstruction term is summed over pixels; KL of the encoder's output against N(0, I)."""
-    cfg = small_cfg(loss=loss, free_bits=0.0)
+    cfg = small_cfg(loss=loss)
     model = vae.build_model(cfg)
-    x = patterns(4, cfg=cfg)
+    x = repeated(cfg, 1)
     z_mean, z_log_var, _ = (t.numpy() for t in model.encoder(x, training=False))
+    tf.random.set_seed(0)
     _, rec, kl = (float(t) for t in model.losses_of(x, training=False))
     kl_hand = (-0.5 * (1 + z_log_var - z_mean ** 2 - np.exp(z_log_var))).sum(1).mean()
     assert kl == pytest.approx(kl_hand, rel=1e-4)
-    # The sampled z differs from z_mean, so compare only the scale: a sum over 1024 pixels.
+    # z is sampled inside, so compare with the decoding of the same z
+    tf.random.set_seed(0)
+    z = model.encoder(x, training=False)[2]
+    p = tf.sigmoid(model.decoder(z, training=False)).numpy().astype(np.float64)
     if loss == "bce":
-        assert 0.3 * 1024 < rec < 1.5 * 1024  # about log 2 per pixel at initialisation
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        want = -(x * np.log(p) + (1 - x) * np.log1p(-p)).sum((1, 2, 3)).mean()
     else:
-        assert 0.0 < rec < 1024
+        want = ((x - p) ** 2).sum((1, 2, 3)).mean()
+    assert rec == pytest.approx(want, rel=1e-3)
 
 
 def test_free_bits_floor_the_kl_term():
     cfg = small_cfg(free_bits=2.0)
     model = vae.build_model(cfg)
-    x = patterns(4, cfg=cfg)
-    loss, rec, kl = (float(t) for t in model.losses_of(x, training=False))
+    loss, rec, kl = (float(t) for t in model.losses_of(repeated(cfg, 1), training=False))
     # at initialisation every unit's KL is far below 2 nats: each counts as 2 (beta = 1)
     assert kl < cfg.latent * 2.0
     assert loss == pytest.approx(rec + cfg.latent * 2.0, rel=1e-3)
 
 
 def test_save_and_load_weights_reproduce_outputs(tmp_path):
-    cfg = preset("vae", "tiny")
+    cfg = small_cfg()
     model = vae.compile_model(vae.build_model(cfg), cfg)
-    x = (np.random.default_rng(0).random((3, 64, 128, 1)) < 0.05).astype(np.float32)
-    model.fit(x, epochs=1, batch_size=3, verbose=0)  # moves weights and the BatchNorm statistics
+    x = repeated(cfg, 4)
+    model.fit(x, epochs=1, batch_size=8, verbose=0)  # moves weights and the BatchNorm statistics
     path = str(tmp_path / "w.h5")
     model.save_weights(path)
     other = vae.build_model(cfg)
@@ -136,43 +136,53 @@ def test_save_and_load_weights_reproduce_outputs(tmp_path):
     np.testing.assert_allclose(other(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_builds_under_multi_worker_strategy():
+def test_trains_under_multi_worker_strategy_on_1_tuples():
     cfg = small_cfg()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = vae.compile_model(vae.build_model(cfg), cfg)
-    ds = tf.data.Dataset.from_tensor_slices((patterns(16),)).batch(8)  # 1-tuples, as train.py makes
+    ds = tf.data.Dataset.from_tensor_slices((repeated(cfg, 4),)).batch(8)  # 1-tuples, as train.py makes
     hist = model.fit(ds, epochs=1, verbose=0, callbacks=vae.callbacks(cfg, model))
     assert np.isfinite(hist.history["loss"][0])
 
 
+def f1(a, b):
+    return 2 * np.sum(a & b) / max(1, a.sum() + b.sum())
+
+
 def test_generate_after_training_on_patterns_is_reproducible_and_not_silent():
-    cfg = small_cfg(epochs=40, kl_anneal_epochs=10, free_bits=0.5, latent=4)
-    keras.utils.set_random_seed(1)
+    cfg = small_cfg(epochs=40, latent=2, kl_anneal_epochs=5, free_bits=0.5)
+    keras.utils.set_random_seed(0)
     model = vae.compile_model(vae.build_model(cfg), cfg)
-    x = patterns(128, seed=1, cfg=cfg)
+    x = repeated(cfg)
     model.fit(x, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0, callbacks=vae.callbacks(cfg, model))
     gen = vae.Generator(cfg, model)
+    assert gen.threshold == 0.5
     t = gen.choose_threshold(x)
     assert t == gen.threshold and 0 < t < 1
     err = gen.reconstruction_error(x)
-    assert err["f1"] > 0.5 and err["bce_per_image"] < 0.5 * 1024 * np.log(2)
-    a, b = gen.generate(16, seed=3), gen.generate(16, seed=3)
-    assert len(a) == 16
+    assert err["f1"] > 0.9, err  # it learned the four patterns
+    assert err["bce_per_image"] < 0.1 * cfg.height * cfg.width * np.log(2)
+    a, b = gen.generate(32, seed=3), gen.generate(32, seed=3)
+    assert len(a) == 32
     for r, s in zip(a, b):
         assert r.shape == (cfg.height, cfg.width) and r.dtype == np.float32
         np.testing.assert_array_equal(r, s)
         assert set(np.unique(r)) <= {0.0, np.float32(vae.VELOCITY)}
-    assert not np.array_equal(a[0], gen.generate(1, seed=4)[0])
-    assert all(r.any() for r in a)
-    # samples look like the data: a few pitches sound at most steps (not noise, not everything)
-    density = np.mean([(r > 0).mean() for r in a])
-    assert 0.3 * x.mean() < density < 3 * x.mean()
-    assert gen.active_units(x) >= 1
+    assert not np.array_equal(np.stack(a), np.stack(gen.generate(32, seed=4)))
+    on = np.stack(a) > 0
+    assert on.any(axis=(1, 2)).mean() >= 0.75  # not silent (the study's VAE decoded nothing)
+    # the samples are the patterns, several of them (a collapsed posterior gives one blend)
+    best = np.array([[f1(r, p > 0) for p in patterns(cfg)] for r in on])
+    matched = best.max(1) > 0.8
+    assert matched.mean() >= 0.4
+    assert len(set(best.argmax(1)[matched])) >= 3
+    assert gen.active_units(x) == 2
+    assert gen.encode(x).shape == (len(x), 2)
 
 
 def test_images_cut_pad_and_drop_silence():
-    cfg = small_cfg(height=32, width=128)
+    cfg = small_cfg(width=128)
     roll = np.zeros((100, 128), np.float32)
     roll[:, 60] = 0.5
     roll[32:64] = 0  # the second segment is silent
@@ -192,7 +202,7 @@ def test_images_cut_pad_and_drop_silence():
 
 
 def test_augmented_transposition_stays_on_the_keyboard():
-    cfg = small_cfg(height=32, width=128, transpose=6)
+    cfg = small_cfg(width=128, transpose=6)
     roll = np.zeros((64, 128), np.float32)
     roll[:, [0, 2]] = 1  # the lowest pitches: only upward shifts are possible
     rng = np.random.default_rng(0)
@@ -211,7 +221,7 @@ def test_augmented_transposition_stays_on_the_keyboard():
 
 
 def test_train_batches_end_with_a_finite_iterable_and_val_arrays():
-    cfg = small_cfg(height=32, width=128, batch_size=4)
+    cfg = small_cfg(width=128, batch_size=4)
     rolls = []
     for i in range(5):
         r = np.zeros((32 * 3, 128), np.float32)
@@ -245,5 +255,5 @@ def test_kl_annealing_callback_sets_beta():
     assert float(full.beta.numpy()) == 0.5
     # inside fit, beta follows the schedule
     model = vae.compile_model(vae.build_model(cfg), cfg)
-    hist = model.fit(patterns(16, cfg=cfg), epochs=3, batch_size=8, verbose=0, callbacks=vae.callbacks(cfg, model))
+    hist = model.fit(repeated(cfg, 4), epochs=3, batch_size=8, verbose=0, callbacks=vae.callbacks(cfg, model))
     assert hist.history["beta"] == pytest.approx([0.5 * (0 + 0.5) / 4, 0.5 * 1.5 / 4, 0.5 * 2.5 / 4])

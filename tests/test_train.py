@@ -1,0 +1,112 @@
+"""Training through Ray Train (a real local Ray), then evaluate / extend / generate on the run."""
+import json
+
+import numpy as np
+import pytest
+
+from musicgen.config import preset
+from musicgen.errors import DataError
+from musicgen.prepare import PrepareConfig, prepare
+
+from conftest import run_cli
+
+SMALL_LSTM = dict(units=32, layers=1, window=32, batch_size=16, epochs=2)
+SMALL_VAE = dict(epochs=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_local, chorales, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("ds") / "ds"
+    prepare(str(chorales), str(dest), PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
+    return str(dest)
+
+
+@pytest.fixture(scope="module")
+def lstm_run(dataset, tmp_path_factory):
+    from musicgen.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "lstm"
+    metrics = train("lstm", dataset, str(out), preset("lstm", "tiny", **SMALL_LSTM), progress=False)
+    return out, metrics
+
+
+def test_train_writes_model_metrics_history_and_curves(lstm_run):
+    out, metrics = lstm_run
+    assert metrics["epochs"] == 2 and metrics["kind"] == "lstm"
+    assert np.isfinite(metrics["best"]["val_nll"]) and metrics["best"]["val_nll"] > 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2] and len(history["val_loss"]) == 2
+    assert json.loads((out / "metrics.json").read_text())["best"] == metrics["best"]
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    info = json.loads((out / "model" / "config.json").read_text())
+    assert info["kind"] == "lstm" and info["config"]["units"] == 32 and info["steps_per_beat"] == 4
+    assert (out / "model" / "weights.h5").stat().st_size > 10_000
+
+
+def test_evaluate_reports_the_model_next_to_baselines(lstm_run, dataset):
+    from musicgen.evaluate import evaluate_run
+
+    out, _ = lstm_run
+    result = evaluate_run(str(out), dataset, "test")
+    for scores in (result, result["copy_last"], result["pitch_prior"]):
+        assert {"nll", "accuracy", "f1", "mae"} <= set(scores)
+        assert np.isfinite(scores["nll"]) and 0 <= scores["accuracy"] <= 1
+    assert result["frames"] == result["copy_last"]["frames"] > 0
+    assert result["copy_last"]["nll"] < result["pitch_prior"]["nll"]  # held notes are predictable
+    with pytest.raises(DataError, match="not a trained run"):
+        evaluate_run(dataset, dataset)
+
+
+def test_extend_from_a_run_is_reproducible(lstm_run, chorales):
+    from musicgen.generate import extend_piece, load_extender, read_prompt
+
+    out, _ = lstm_run
+    extender, info = load_extender(str(out))
+    prompt = read_prompt(str(sorted(chorales.glob("*.mid"))[0]), info)
+    roll, midi = extend_piece(extender, info, prompt, 24, temperature=1.0, seed=3)
+    again, _ = extend_piece(extender, info, prompt, 24, temperature=1.0, seed=3)
+    assert roll.shape == (len(prompt.roll) + 24, 128)
+    np.testing.assert_array_equal(roll, again)
+    np.testing.assert_array_equal(roll[:len(prompt.roll)], prompt.roll)
+    with pytest.raises(DataError, match="steps"):
+        extend_piece(extender, info, prompt, 0)
+    with pytest.raises(DataError, match="cannot generate"):
+        from musicgen.generate import load_generator
+        load_generator(str(out))
+
+
+def test_training_refuses_bad_set_ups(lstm_run, dataset, chorales, tmp_path):
+    from musicgen.train import train
+
+    out, _ = lstm_run
+    cfg = preset("lstm", "tiny", **SMALL_LSTM)
+    with pytest.raises(DataError, match="already holds a trained model"):
+        train("lstm", dataset, str(out), cfg, progress=False)
+    with pytest.raises(DataError, match="more than the cluster"):
+        train("lstm", dataset, str(tmp_path / "r"), cfg, workers=64, progress=False)
+    test_only = tmp_path / "test-only"
+    prepare(str(chorales), str(test_only), PrepareConfig(split=(0, 0, 1)), progress=False)
+    with pytest.raises(DataError, match="no train split"):
+        train("lstm", str(test_only), str(tmp_path / "r2"), cfg, progress=False)
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        train("lstm", str(tmp_path), str(tmp_path / "r3"), cfg, progress=False)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
+
+
+def test_cli_model_commands_give_one_line_errors(lstm_run, dataset, tmp_path):
+    out, _ = lstm_run
+    junk = tmp_path / "junk.mid"
+    junk.write_text("not midi")
+    cases = [
+        (["extend", out, junk, "--steps", "8", "--out", tmp_path / "x.mid"], "junk.mid"),
+        (["extend", out, junk, "--steps", "0", "--out", tmp_path / "x.mid"], "--steps"),
+        (["evaluate", tmp_path, "--data", dataset], "not a trained run"),
+        (["train", "lstm", "--data", tmp_path, "--out", tmp_path / "r"], "not a prepared dataset"),
+        (["train", "lstm", "--data", dataset, "--out", tmp_path / "r", "--layers", "4"], "layers"),
+        (["generate", out, "--n", "2", "--out", tmp_path / "g"], "cannot generate"),
+    ]
+    for args, words in cases:
+        p = run_cli(*args)
+        assert p.returncode != 0
+        last = p.stderr.strip().splitlines()[-1]
+        assert words in last and "Traceback" not in p.stderr, p.stderr[-2000:]
