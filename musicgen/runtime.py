@@ -21,7 +21,7 @@ def ensure_ray(address: str | None = None, quiet: bool = True):
     address = address or os.environ.get("RAY_ADDRESS") or None
     ray.init(address=address,
              # a local Ray started here skips the dashboard (~0.4 GB, seconds of start-up) unless asked
-             include_dashboard=None if address else bool(os.environ.get("MUSICGEN_DASHBOARD")),
+             include_dashboard=None if address not in (None, "local") else bool(os.environ.get("MUSICGEN_DASHBOARD")),
              logging_level=logging.ERROR if quiet else logging.INFO,
              log_to_driver=not quiet, configure_logging=True)
     return ray

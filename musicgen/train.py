@@ -27,6 +27,7 @@ from .errors import DataError
 MODEL_DIR = "model"
 WEIGHTS = "weights.h5"
 HISTORY = "history.json"
+CHECKPOINTS = "checkpoints"  # Ray Train's run folder under OUT: one checkpoint per epoch, best 3 kept
 
 
 def model_module(kind: str):
@@ -149,6 +150,8 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
         raise DataError(f"{data}: rolls are {manifest.get('width')} wide, the VAE expects {cfg.width}")
     if not resume and storage.info(storage.join(out, MODEL_DIR, "config.json")).type.name == "File":
         raise DataError(f"{out}: already holds a trained model (choose another --out, or --resume)")
+    if not resume and storage.info(storage.join(out, CHECKPOINTS)).type.name == "Directory":
+        raise DataError(f"{out}: holds an unfinished run (pass --resume to continue it, or choose another --out)")
     steps = plan(manifest, cfg, module, workers)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -159,8 +162,12 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     ray = ensure_ray(quiet=not progress)
     quiet_data_context()
     available = ray.cluster_resources()
-    if workers > available.get("CPU", 0) and not gpu:
-        raise DataError(f"--workers {workers} is more than the cluster's {int(available.get('CPU', 0))} CPUs")
+    cpus = available.get("CPU", 0)
+    if workers > cpus and not gpu:
+        raise DataError(f"--workers {workers} is more than the cluster's {int(cpus)} CPUs")
+    # Leave a CPU to Ray Data, which streams the shards to the workers: with every CPU held by a
+    # training worker its read tasks could never run.
+    cpu_per_worker = 1.0 if gpu or cpus - workers >= 1 else max(0.1, (cpus - 1) / workers)
     if gpu and workers > available.get("GPU", 0):
         raise DataError(f"--gpu with --workers {workers}: the cluster has {int(available.get('GPU', 0))} GPUs")
     datasets = {"train": ray.data.read_parquet(shard_paths(data, "train", manifest),
@@ -171,11 +178,10 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     trainer = TensorflowTrainer(
         train_loop,
         train_loop_config={"kind": kind, "model": to_dict(cfg), "seed": seed, **steps},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
-                                     resources_per_worker=None if gpu else {"CPU": 1}),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpu_per_worker}),
         datasets=datasets,
         run_config=RunConfig(
-            name="checkpoints", storage_path=_storage_path(out),
+            name=CHECKPOINTS, storage_path=_storage_path(out),
             checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=monitor,
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=3)),

@@ -82,5 +82,6 @@ def ray_local(s3_env):
 def run_cli(*args, env=None, timeout=600):
     """Run ``musicgen ARGS`` in a subprocess (its own Ray); returns the CompletedProcess."""
     exe = shutil.which("musicgen") or os.path.join(os.path.dirname(sys.executable), "musicgen")
+    # RAY_ADDRESS=local: its own Ray, never the test session's
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "RAY_ADDRESS": "local", **(env or {})})

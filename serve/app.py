@@ -1,0 +1,394 @@
+"""The Ray Serve application: HTTP API (FastAPI) over musicgen's trained runs.
+
+Routes (``/docs`` has the OpenAPI page):
+
+* ``GET /v1/health`` -> ``{"status": "ok"}`` once the replica has loaded its models;
+* ``GET /v1/models`` -> the loaded models (id, kind, default, training metrics);
+* ``POST /v1/extend`` -> multipart field ``midi`` plus ``steps``, ``temperature``, ``seed``,
+  ``model`` (query or form): the prompt followed by ``steps`` generated steps, ``audio/midi``;
+  ``?format=png|wav|json`` gives the piano roll, the audio, or all three (base64) in JSON;
+* ``POST /v1/generate`` JSON ``{"n": 1, "seed": 0, "model": null}`` -> ``audio/midi`` for n=1,
+  a zip of n MIDI files otherwise (``?format=json``: base64 MIDI, PNG and WAV per piece);
+* ``GET /`` -> the page (upload a MIDI, see and hear the continuation, download it).
+
+Every bad request gets a 4xx JSON ``{"error": "..."}``; request bodies are limited before they are
+parsed (:mod:`serve.limits`); every request has a time limit.
+
+Concurrent extend requests are batched (``@serve.batch``) into one stateful LSTM generation
+(:func:`serve.batching.extend_batch`) with per-request seeds: a request gets the same bytes
+whatever it is batched with.
+
+Deploy with :func:`serve.runner.run` (``musicgen serve``), or ``serve run/deploy serve/config.yaml``
+(import path ``serve.app:build``, builder args = :class:`Settings`).
+"""
+
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from musicgen.generate import MAX_STEPS
+
+from .batching import ExtendJob, extend_batch
+from .limits import BodyLimit
+from .registry import Registry, UnknownModel, parse_spec
+
+logger = logging.getLogger("ray.serve")
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+MAX_N = 64  # hard cap on /v1/generate's n, whatever the settings
+MAX_SEED = 2**63 - 1
+FORM_OVERHEAD = 64 << 10  # multipart framing and the small fields, on top of the MIDI file
+JSON_BODY_LIMIT = 64 << 10
+
+
+class Settings(BaseModel):
+    """What a deployment serves and its limits (the ``args`` of serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lstm: list[str] = Field(default_factory=list, description="LSTM runs: PATH or ID=PATH (local or s3://); the first is the default")
+    vae: list[str] = Field(default_factory=list, description="VAE runs: PATH or ID=PATH; the first is the default")
+    max_upload_bytes: int = Field(1 << 20, ge=1024, description="largest prompt MIDI file")
+    max_steps: int = Field(MAX_STEPS, ge=1, le=MAX_STEPS, description="most steps one extend request may ask for")
+    max_prompt_steps: int = Field(16384, ge=16, description="longest prompt, in steps of the run's grid")
+    max_n: int = Field(16, ge=1, le=MAX_N, description="most pieces one generate request may ask for")
+    timeout_s: float = Field(120.0, gt=0, description="time limit of one request's generation")
+    max_batch_size: int = Field(16, ge=1, description="extend requests batched together (1: no batching)")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill")
+    audio: bool = Field(True, description="render WAV for format=wav/json")
+
+
+class ExtendParams(BaseModel):
+    """The parameters of one extend request (query or form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(64, ge=1, le=MAX_STEPS, description="steps to generate after the prompt")
+    temperature: float = Field(1.0, gt=0, le=10, allow_inf_nan=False, description="sampling temperature, in (0, 10]")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed: same request and seed, same result")
+    model: str | None = Field(None, max_length=200, description="LSTM model id (GET /v1/models); default: the first")
+
+
+class GenerateRequest(BaseModel):
+    """Body of POST /v1/generate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(1, ge=1, le=MAX_N, description="pieces to generate")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed")
+    model: str | None = Field(None, max_length=200, description="VAE model id (GET /v1/models); default: the first")
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class RequestError(Exception):
+    """A bad request: HTTP ``status`` with a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _field_errors(errors) -> str:
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "form")]
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            msg, loc = f"the body is not valid JSON ({(e.get('ctx') or {}).get('error', 'cannot be parsed')})", []
+        elif e.get("type") == "missing":
+            msg = "is required"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def _midi_bytes(mid) -> bytes:
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+class Service:
+    """Models, batching and rendering of one replica (no HTTP here)."""
+
+    def __init__(self, settings: Settings, registry: Registry | None = None):
+        self.settings = settings
+        specs = [parse_spec(s, "lstm") for s in settings.lstm] + [parse_spec(s, "vae") for s in settings.vae]
+        self.registry = registry if registry is not None else Registry.load(specs)
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one generation at a time
+        self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+        self._extend_batched.set_max_batch_size(settings.max_batch_size)
+        self._extend_batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    # --- extend ------------------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _extend_batched(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
+        return await asyncio.get_running_loop().run_in_executor(self._compute, self._run_batch, items)
+
+    @staticmethod
+    def _run_batch(items: list[tuple]) -> list[tuple[np.ndarray, int]]:
+        """(continuation, size of the batch it was generated in) per item; one batch per model."""
+        by_model = defaultdict(list)
+        for i, (model, _) in enumerate(items):
+            by_model[model.id].append(i)
+        out: list = [None] * len(items)
+        for rows in by_model.values():
+            extender = items[rows[0]][0].model
+            for i, cont in zip(rows, extend_batch(extender, [items[i][1] for i in rows])):
+                out[i] = (cont, len(rows))
+        return out
+
+    def check_extend(self, params: ExtendParams):
+        if params.steps > self.settings.max_steps:
+            raise RequestError(422, f"steps: must be at most {self.settings.max_steps}, not {params.steps}")
+        return self.registry.get("lstm", params.model)
+
+    def read_prompt(self, data: bytes, model, name: str):
+        from musicgen.errors import MidiError
+        from musicgen.midi import read_midi
+
+        piece = read_midi(data, model.steps_per_beat, max_steps=self.settings.max_prompt_steps, name=name)
+        if not piece.roll.any():
+            raise MidiError(name, "the prompt has no notes")
+        return piece
+
+    async def extend(self, model, piece, params: ExtendParams):
+        """(prompt + continuation roll, MIDI bytes, size of the batch it was generated in)."""
+        from musicgen.midi import roll_to_midi
+
+        job = ExtendJob(piece.roll, params.steps, params.temperature, params.seed)
+        cont, batch = await self._with_time_limit(self._extend_batched((model, job)))
+        roll = np.concatenate([piece.roll, cont])
+        mid = roll_to_midi(roll, model.steps_per_beat, tempos=piece.tempos, time_signatures=piece.time_signatures)
+        return roll, _midi_bytes(mid), batch
+
+    # --- generate ----------------------------------------------------------------------------
+
+    async def generate(self, model, n: int, seed: int) -> list[tuple[np.ndarray, bytes]]:
+        from musicgen.midi import roll_to_midi
+
+        if n > self.settings.max_n:
+            raise RequestError(422, f"n: must be at most {self.settings.max_n}, not {n}")
+        loop = asyncio.get_running_loop()
+        rolls = await self._with_time_limit(loop.run_in_executor(self._compute, model.model.generate, n, seed))
+        return [(r, _midi_bytes(roll_to_midi(r, model.steps_per_beat))) for r in rolls]
+
+    async def _with_time_limit(self, awaitable):
+        try:
+            return await asyncio.wait_for(awaitable, self.settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(503, f"generation took longer than the time limit of {self.settings.timeout_s:g} s; "
+                                    "ask for fewer steps or try again later") from None
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def png(self, roll, steps_per_beat, split_at=None, title=None) -> bytes:
+        from musicgen.plot import plot_roll
+
+        with self._render_lock, tempfile.TemporaryDirectory() as d:
+            path = plot_roll(roll, os.path.join(d, "roll.png"), steps_per_beat=steps_per_beat, split_at=split_at,
+                             title=title)
+            with open(path, "rb") as f:
+                return f.read()
+
+    def wav(self, roll, steps_per_beat, tempos=None, midi=None) -> tuple[bytes | None, str | None]:
+        from .synth import render_wav
+
+        if not self.settings.audio:
+            return None, None
+        return render_wav(roll, steps_per_beat, tempos, midi_bytes=midi, timeout=self.settings.timeout_s)
+
+
+def make_app(service: Service):
+    """The FastAPI app over ``service``."""
+    from musicgen.errors import MusicgenError
+
+    settings = service.settings
+    app = FastAPI(title="musicgen", version="1",
+                  description="Extend MIDI prompts with a trained LSTM, generate pieces with a trained VAE. "
+                              "Errors are JSON `{\"error\": \"...\"}` with a 4xx status for bad input.")
+    limits = {"/v1/extend": settings.max_upload_bytes + FORM_OVERHEAD}
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, JSON_BODY_LIMIT))
+
+    def error(status: int, message: str):
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc):
+        return error(422, _field_errors(exc.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def _pydantic_error(request, exc):
+        return error(422, _field_errors(exc.errors()))
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request, exc):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request, exc):
+        return error(404, str(exc.args[0]))
+
+    @app.exception_handler(MusicgenError)
+    async def _musicgen_error(request, exc):
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request, exc):
+        logger.exception("musicgen serve: unexpected error on %s", request.url.path)
+        return error(500, f"internal error ({type(exc).__name__})")
+
+    responses = {400: {"model": ErrorBody, "description": "unreadable MIDI"},
+                 404: {"model": ErrorBody, "description": "unknown model id"},
+                 413: {"model": ErrorBody, "description": "request body too large"},
+                 422: {"model": ErrorBody, "description": "a parameter is out of range"},
+                 503: {"model": ErrorBody, "description": "over the time limit"}}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        with open(PAGE, encoding="utf-8") as f:
+            html = f.read()
+        return HTMLResponse(html, headers={
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "
+                                       "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+
+    @app.get("/v1/health", summary="ready once the models are loaded")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", summary="the loaded models: ids, kinds, training metrics, defaults")
+    async def models() -> dict:
+        listed = service.registry.describe()
+        return {"models": listed, "defaults": {m["kind"]: m["id"] for m in listed if m["default"]}}
+
+    @app.post("/v1/extend", summary="continue a MIDI prompt with an LSTM",
+              response_class=Response, responses={200: {"content": {"audio/midi": {}, "image/png": {}, "audio/wav": {},
+                                                                     "application/json": {}},
+                                                         "description": "the prompt followed by the continuation"},
+                                                   **responses})
+    async def extend(
+        request: Request,
+        midi: Annotated[UploadFile, File(description=f"the prompt, a MIDI file (at most {settings.max_upload_bytes} bytes)")],
+        steps: Annotated[int | None, Form(description="steps to generate (default 64)")] = None,
+        temperature: Annotated[float | None, Form(description="sampling temperature in (0, 10] (default 1)")] = None,
+        seed: Annotated[int | None, Form(description="random seed (default 0)")] = None,
+        model: Annotated[str | None, Form(description="LSTM model id (default: the first)")] = None,
+        steps_q: Annotated[int | None, Query(alias="steps", description="as the form field")] = None,
+        temperature_q: Annotated[float | None, Query(alias="temperature", description="as the form field")] = None,
+        seed_q: Annotated[int | None, Query(alias="seed", description="as the form field")] = None,
+        model_q: Annotated[str | None, Query(alias="model", description="as the form field")] = None,
+        format: Annotated[Literal["midi", "png", "wav", "json"], Query(description="what to return")] = "midi",
+    ):
+        given = {"steps": (steps, steps_q), "temperature": (temperature, temperature_q), "seed": (seed, seed_q),
+                 "model": (model, model_q)}
+        params = ExtendParams(**{k: f if f is not None else q for k, (f, q) in given.items()
+                                 if f is not None or q is not None})
+        lstm = service.check_extend(params)
+        data = await midi.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise RequestError(413, f"midi: the file is larger than the limit of {settings.max_upload_bytes} bytes")
+        name = "midi upload" + (f" {midi.filename[:100]!r}" if midi.filename else "")
+        piece = await asyncio.to_thread(service.read_prompt, data, lstm, name)
+        started = time.perf_counter()
+        roll, mid, batch = await service.extend(lstm, piece, params)
+        headers = {"X-Model": lstm.id, "X-Seed": str(params.seed), "X-Prompt-Steps": str(len(piece.roll)),
+                   "X-Batch-Size": str(batch), "X-Generation-Seconds": f"{time.perf_counter() - started:.3f}"}
+        split = len(piece.roll)
+        if format == "midi":
+            return Response(mid, media_type="audio/midi",
+                            headers={**headers, "Content-Disposition": 'attachment; filename="continuation.mid"'})
+        if format == "png":
+            png = await asyncio.to_thread(service.png, roll, lstm.steps_per_beat, split)
+            return Response(png, media_type="image/png", headers=headers)
+        if format == "wav":
+            if not settings.audio:
+                raise RequestError(404, "audio rendering is switched off on this server")
+            wav, _ = await asyncio.to_thread(service.wav, roll, lstm.steps_per_beat, piece.tempos, mid)
+            return Response(wav, media_type="audio/wav", headers=headers)
+        title = f"{midi.filename or 'prompt'} + {params.steps} steps ({lstm.id}, seed {params.seed})"
+        png = await asyncio.to_thread(service.png, roll, lstm.steps_per_beat, split, title)
+        wav, engine = await asyncio.to_thread(service.wav, roll, lstm.steps_per_beat, piece.tempos, mid)
+        return {"model": lstm.id, "steps": params.steps, "temperature": params.temperature, "seed": params.seed,
+                "prompt_steps": split, "total_steps": len(roll), "steps_per_beat": lstm.steps_per_beat,
+                "midi": _b64(mid), "png": _b64(png), "wav": _b64(wav), "audio_engine": engine}
+
+    @app.post("/v1/generate", summary="new pieces from a VAE",
+              response_class=Response, responses={200: {"content": {"audio/midi": {}, "application/zip": {},
+                                                                     "application/json": {}},
+                                                         "description": "one MIDI file (n=1) or a zip of n"},
+                                                   **responses})
+    async def generate(body: GenerateRequest,
+                       format: Annotated[Literal["midi", "json"], Query(description="midi: MIDI or zip; json: base64 MIDI, PNG, WAV")] = "midi"):
+        vae = service.registry.get("vae", body.model)
+        pieces = await service.generate(vae, body.n, body.seed)
+        headers = {"X-Model": vae.id, "X-Seed": str(body.seed)}
+        if format == "json":
+            out = []
+            for i, (roll, mid) in enumerate(pieces):
+                png = await asyncio.to_thread(service.png, roll, vae.steps_per_beat, None, f"{vae.id} seed {body.seed} #{i}")
+                wav, engine = await asyncio.to_thread(service.wav, roll, vae.steps_per_beat, None, mid)
+                out.append({"midi": _b64(mid), "png": _b64(png), "wav": _b64(wav), "audio_engine": engine})
+            return {"model": vae.id, "seed": body.seed, "pieces": out}
+        if body.n == 1:
+            return Response(pieces[0][1], media_type="audio/midi",
+                            headers={**headers, "Content-Disposition": 'attachment; filename="piece.mid"'})
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for i, (_, mid) in enumerate(pieces):
+                z.writestr(f"piece-{i:03d}.mid", mid)
+        return Response(buf.getvalue(), media_type="application/zip",
+                        headers={**headers, "Content-Disposition": 'attachment; filename="pieces.zip"'})
+
+    return app
+
+
+@serve.deployment(name="musicgen", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1},
+                  health_check_period_s=10, health_check_timeout_s=60)
+@serve.ingress()
+class MusicService:
+    """The Serve deployment: loads the runs in its constructor, then builds the FastAPI app."""
+
+    def __init__(self, settings: dict):
+        self.service = Service(Settings(**settings))
+
+    def __serve_build_asgi_app__(self):
+        return make_app(self.service)
+
+
+def build(args: Settings):
+    """Application builder (``import_path: serve.app:build`` in serve/config.yaml)."""
+    if not (args.lstm or args.vae):
+        raise ValueError("serve.app:build needs at least one run in args.lstm or args.vae")
+    opts = {}
+    if args.max_batch_size > 64:  # max_ongoing_requests must be >= max_batch_size or batches never fill
+        opts["max_ongoing_requests"] = 2 * args.max_batch_size
+    return (MusicService.options(**opts) if opts else MusicService).bind(args.model_dump())

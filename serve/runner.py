@@ -1,0 +1,109 @@
+"""Starting the Serve application on a local (or given) Ray: what ``musicgen serve`` calls."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from musicgen import storage
+from musicgen.errors import DataError
+
+APP_NAME = "musicgen"
+
+
+def _as_list(runs) -> list[str]:
+    if runs is None:
+        return []
+    if isinstance(runs, (str, os.PathLike)):
+        return [os.fspath(runs)]
+    return [os.fspath(r) for r in runs]
+
+
+def _absolute(spec):
+    from .registry import RunSpec
+
+    # Replicas are other processes with another working directory: give them absolute paths.
+    path = spec.path if storage.is_s3(spec.path) else os.path.abspath(spec.path)
+    return RunSpec(spec.kind, path, spec.id)
+
+
+def settings_for(lstm_runs, vae_runs, **limits):
+    """Checked :class:`serve.app.Settings` for these runs (PATH or ID=PATH each); DataError with a
+    one-line message for a missing run, a run of the wrong kind, a duplicate id or a bad limit."""
+    from pydantic import ValidationError
+
+    from .app import Settings
+    from .registry import assign_ids, check_run, parse_spec
+
+    specs = [parse_spec(r, "lstm") for r in _as_list(lstm_runs)] + [parse_spec(r, "vae") for r in _as_list(vae_runs)]
+    if not specs:
+        raise DataError("give at least one trained run (an lstm run to extend, a vae run to generate)")
+    specs = [_absolute(s) for s in assign_ids(specs)]
+    for s in specs:
+        check_run(s)
+    try:
+        return Settings(lstm=[f"{s.id}={s.path}" for s in specs if s.kind == "lstm"],
+                        vae=[f"{s.id}={s.path}" for s in specs if s.kind == "vae"],
+                        **{k: v for k, v in limits.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def application(settings, *, replicas: int | str = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                max_ongoing_requests: int | None = None, autoscaling: dict | None = None):
+    """The bound Serve application for ``settings`` with these deployment options."""
+    from .app import MusicService
+
+    opts = {"ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
+            "max_ongoing_requests": max(max_ongoing_requests or 64, settings.max_batch_size)}
+    if autoscaling:
+        opts["autoscaling_config"] = autoscaling
+    else:
+        opts["num_replicas"] = replicas
+    return MusicService.options(**opts).bind(settings.model_dump())
+
+
+def start(lstm_runs, vae_runs=(), host: str = "127.0.0.1", port: int = 8000, *, ray_address: str | None = None,
+          replicas: int | str = 1, num_cpus: float = 1.0, num_gpus: float = 0.0, max_ongoing_requests: int | None = None,
+          autoscaling: dict | None = None, name: str = APP_NAME, **limits) -> str:
+    """Deploy the application on Ray (``ensure_ray``: RAY_ADDRESS or a local Ray) with its HTTP
+    proxy on ``host:port``; returns the base URL once the replicas have loaded their models.
+
+    ``limits`` are :class:`serve.app.Settings` fields (max_upload_bytes, max_steps, max_n,
+    timeout_s, max_batch_size, ...).
+    """
+    settings = settings_for(lstm_runs, vae_runs, **limits)
+
+    from ray import serve
+
+    from musicgen.runtime import ensure_ray
+
+    ensure_ray(ray_address)
+    serve.start(http_options={"host": host, "port": int(port)})
+    app = application(settings, replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus,
+                      max_ongoing_requests=max_ongoing_requests, autoscaling=autoscaling)
+    serve.run(app, name=name, route_prefix="/")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def run(lstm_runs, vae_runs=(), host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Start the application (see :func:`start`) and block until Ctrl-C or SIGTERM; then shut
+    Serve down. ``musicgen serve RUN_LSTM RUN_VAE [--host] [--port]`` calls this."""
+    from ray import serve
+
+    url = start(lstm_runs, vae_runs, host, port, **options)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    print(f"musicgen serve: {url}/ (API docs {url}/docs); Ctrl-C to stop", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        try:
+            serve.shutdown()
+        except Exception:
+            pass

@@ -1,0 +1,368 @@
+"""The Ray Serve application (serve/): real Ray Serve on 127.0.0.1, real HTTP, small trained runs.
+
+One module-scoped server serves two LSTM versions (the same small run under ids v1 and v2) and a
+VAE, trained here through Ray Train; it is shut down at the end (serve.shutdown). The page test
+drives GET / in Debian's headless Chromium (skipped, with the reason, where /usr/bin/chromium or
+Playwright is missing) and keeps a screenshot under test-artifacts/.
+"""
+import asyncio
+import concurrent.futures
+import glob
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SMALL_LSTM = dict(units=16, layers=1, window=16, batch_size=16, epochs=1, steps_per_epoch=4)
+SMALL_VAE = dict(epochs=1, batch_size=8, steps_per_epoch=4)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def request(url, body=None, ctype=None, method=None, headers=None, timeout=180):
+    """(status, body bytes, headers) of one HTTP request; 4xx/5xx are returned, not raised."""
+    hdrs = dict(headers or {})
+    if ctype:
+        hdrs["Content-Type"] = ctype
+    req = urllib.request.Request(url, data=body, headers=hdrs, method=method or ("POST" if body is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def multipart(field, filename, data, extra=None):
+    b = uuid.uuid4().hex
+    parts = [f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in (extra or {}).items()]
+    parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                 f'Content-Type: audio/midi\r\n\r\n'.encode() + data + b"\r\n")
+    parts.append(f"--{b}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={b}"
+
+
+def extend(base, prompt: bytes, query="", **fields):
+    return request(f"{base}/v1/extend{query}", *multipart("midi", "p.mid", prompt, {k: str(v) for k, v in fields.items()}))
+
+
+def assert_json_error(status, body, lo=400, hi=499):
+    assert lo <= status <= hi, (status, body[:300])
+    err = json.loads(body)["error"]
+    assert isinstance(err, str) and err
+    return err
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(ray_local, chorales, tmp_path_factory):
+    """(lstm run, vae run): trained for one short epoch each through Ray Train."""
+    from musicgen.config import preset
+    from musicgen.prepare import PrepareConfig, prepare
+    from musicgen.train import train
+
+    tmp = tmp_path_factory.mktemp("serve-runs")
+    data = str(tmp / "ds")
+    prepare(str(chorales), data, PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
+    lstm, vae = tmp / "lstm", tmp / "vae"
+    train("lstm", data, str(lstm), preset("lstm", "tiny", **SMALL_LSTM), progress=False)
+    train("vae", data, str(vae), preset("vae", "tiny", **SMALL_VAE), progress=False)
+    return lstm, vae
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    """Base URL of the application on a free loopback port (Serve shut down afterwards)."""
+    from ray import serve as ray_serve
+
+    from serve.runner import start
+
+    lstm, vae = runs
+    url = start([f"v1={lstm}", f"v2={lstm}"], [str(vae)], "127.0.0.1", free_port(),
+                max_batch_size=8, batch_wait_timeout_s=0.05, max_n=8)
+    yield url
+    ray_serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prompts(chorales):
+    return [open(p, "rb").read() for p in sorted(glob.glob(f"{chorales}/*.mid"))[:4]]
+
+
+# --- without Ray ---------------------------------------------------------------------------------
+
+def test_run_specs_ids_and_registry_lookup():
+    from musicgen.errors import DataError
+    from serve.registry import Model, Registry, RunSpec, UnknownModel, assign_ids, parse_spec
+
+    assert parse_spec("v2=s3://b/runs/x", "lstm") == RunSpec("lstm", "s3://b/runs/x", "v2")
+    assert parse_spec("s3://b/date=2024/run", "lstm").id is None  # '=' inside a path is not an id
+    assert parse_spec("/runs/a=b", "vae") == RunSpec("vae", "/runs/a=b")
+    specs = assign_ids([RunSpec("lstm", "/r/run"), RunSpec("lstm", "/s/run/"), RunSpec("vae", "/t/run", "x")])
+    assert [s.id for s in specs] == ["run", "run-2", "x"]
+    with pytest.raises(DataError, match="twice"):
+        assign_ids([RunSpec("lstm", "/a", "x"), RunSpec("vae", "/b", "x")])
+    reg = Registry([Model("a", "lstm", None, {}), Model("b", "lstm", None, {}), Model("g", "vae", None, {})])
+    assert reg.get("lstm", None).id == "a" and reg.get("lstm", "b").id == "b" and reg.get("vae", "").id == "g"
+    for bad in ("g", "../../etc/passwd", "/tmp/x", "s3://bucket/run", "A"):
+        with pytest.raises(UnknownModel):
+            reg.get("lstm", bad)
+
+
+def test_time_limit_gives_503():
+    from serve.app import RequestError, Service, Settings
+    from serve.registry import Registry
+
+    service = Service(Settings(timeout_s=0.1), registry=Registry([]))
+    with pytest.raises(RequestError) as e:
+        asyncio.run(service._with_time_limit(asyncio.sleep(5)))
+    assert e.value.status == 503 and "time limit" in str(e.value)
+
+
+def test_config_yaml_is_a_valid_serve_config():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import Settings
+
+    config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config) if hasattr(ServeDeploySchema, "model_validate") \
+        else ServeDeploySchema.parse_obj(config)
+    app = schema.applications[0]
+    assert app.import_path == "serve.app:build"
+    args = Settings(**app.args)  # the builder's arguments validate
+    deployment = app.deployments[0]
+    assert deployment.name == "musicgen"
+    assert deployment.max_ongoing_requests >= args.max_batch_size
+    assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]
+
+
+def test_synth_writes_a_wav_of_the_right_length():
+    import wave
+
+    from serve.synth import SAMPLE_RATE, render_wav
+
+    roll = np.zeros((16, 128), np.float32)
+    roll[0:8, 60] = roll[8:16, 64] = 0.7
+    data, engine = render_wav(roll, 4, [(0, 120.0)])
+    with wave.open(io.BytesIO(data)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert data[:4] == b"RIFF" and w.getframerate() == SAMPLE_RATE
+    assert 2.0 <= seconds <= 2.5  # 16 steps = 4 beats at 120 bpm, plus the release tail
+    assert engine in ("numpy", "fluidsynth")
+
+
+# --- the running application ---------------------------------------------------------------------
+
+def test_health_and_models(server):
+    status, body, _ = request(server + "/v1/health")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    status, body, _ = request(server + "/v1/models")
+    listed = json.loads(body)
+    by_id = {m["id"]: m for m in listed["models"]}
+    assert status == 200 and set(by_id) == {"v1", "v2", "vae"}
+    assert listed["defaults"] == {"lstm": "v1", "vae": "vae"}
+    assert by_id["v1"]["kind"] == "lstm" and by_id["vae"]["kind"] == "vae" and not by_id["v2"]["default"]
+    assert np.isfinite(by_id["v1"]["metrics"]["val_nll"]) and by_id["v1"]["epochs"] == 1
+    assert "elbo_nll" in by_id["vae"]["metrics"] or "loss" in by_id["vae"]["metrics"]
+
+
+def test_extend_returns_the_prompt_and_its_continuation(server, prompts):
+    from musicgen.midi import midi_to_roll
+
+    status, body, headers = extend(server, prompts[0], steps=24, seed=3)
+    assert status == 200 and headers["Content-Type"] == "audio/midi" and body[:4] == b"MThd"
+    prompt, out = midi_to_roll(prompts[0]), midi_to_roll(body)
+    assert len(out) == len(prompt) + 24
+    assert np.array_equal(out[:len(prompt)] > 0, prompt > 0)
+    assert headers["X-Model"] == "v1" and int(headers["X-Prompt-Steps"]) == len(prompt)
+
+
+def test_same_request_same_bytes_alone_batched_and_as_the_cli(server, prompts, runs):
+    """Batching must not change a request's result: same seed, same bytes, and the bytes of
+    musicgen's own extend_piece."""
+    from musicgen.generate import extend_piece, load_extender, read_prompt
+
+    status, alone, _ = extend(server, prompts[0], steps=20, seed=7, temperature=0.9)
+    assert status == 200
+    mixed = [(prompts[i % len(prompts)], dict(steps=8 + 4 * i, seed=100 + i, temperature=0.7 + 0.1 * (i % 4)))
+             for i in range(7)]
+    mixed.insert(3, (prompts[0], dict(steps=20, seed=7, temperature=0.9)))
+    with concurrent.futures.ThreadPoolExecutor(len(mixed)) as pool:
+        results = list(pool.map(lambda pf: extend(server, pf[0], **pf[1]), mixed))
+    assert all(r[0] == 200 for r in results), [r[1][:200] for r in results if r[0] != 200]
+    assert results[3][1] == alone
+    assert max(int(r[2]["X-Batch-Size"]) for r in results) > 1, "concurrent requests were never batched"
+
+    extender, info = load_extender(str(runs[0]))
+    _, mid = extend_piece(extender, info, read_prompt(prompts[0], info), 20, 0.9, 7)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    assert buf.getvalue() == alone
+
+
+def test_query_and_form_parameters_are_the_same(server, prompts):
+    a = extend(server, prompts[1], steps=12, seed=5)
+    b = extend(server, prompts[1], query="?steps=12&seed=5")
+    assert a[0] == b[0] == 200 and a[1] == b[1]
+    c = extend(server, prompts[1], steps=12, seed=6)
+    assert c[1] != a[1]  # another seed, another continuation (with overwhelming probability)
+
+
+def test_model_versions_by_id(server, prompts):
+    status, body, headers = extend(server, prompts[0], steps=8, model="v2")
+    assert status == 200 and headers["X-Model"] == "v2" and body[:4] == b"MThd"
+    for bad in ("nope", "vae", "../../etc/passwd", str(ROOT), "s3://bucket/run", "/etc/passwd"):
+        status, body, _ = extend(server, prompts[0], steps=8, model=bad)
+        assert status == 404, (bad, status)
+        assert "unknown lstm model" in assert_json_error(status, body)
+    status, body, _ = request(server + "/v1/generate", json.dumps({"model": "v1"}).encode(), "application/json")
+    assert status == 404 and "unknown vae model" in assert_json_error(status, body)
+
+
+def test_generate_one_midi_or_a_zip(server):
+    status, body, headers = request(server + "/v1/generate", json.dumps({"n": 1, "seed": 0}).encode(), "application/json")
+    assert status == 200 and headers["Content-Type"] == "audio/midi" and body[:4] == b"MThd"
+    mido.MidiFile(file=io.BytesIO(body))
+    again = request(server + "/v1/generate", json.dumps({"n": 1, "seed": 0, "model": None}).encode(), "application/json")
+    assert again[1] == body
+    status, body, headers = request(server + "/v1/generate", json.dumps({"n": 3, "seed": 1}).encode(), "application/json")
+    assert status == 200 and headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(body)) as z:
+        names = z.namelist()
+        assert len(names) == 3 and all(n.endswith(".mid") for n in names)
+        for n in names:
+            mido.MidiFile(file=io.BytesIO(z.read(n)))
+    status, body, _ = request(server + "/v1/generate", json.dumps({"n": 9}).encode(), "application/json")
+    assert status == 422 and "n" in assert_json_error(status, body)
+
+
+def test_every_bad_request_gets_a_4xx_json_error_and_the_service_stays_up(server, prompts):
+    prompt = prompts[0]
+    bad = {
+        "not midi": multipart("midi", "x.mid", b"not midi at all"),
+        "truncated": multipart("midi", "x.mid", prompt[: len(prompt) // 2]),
+        "negative steps": multipart("midi", "p.mid", prompt, {"steps": "-5"}),
+        "huge steps": multipart("midi", "p.mid", prompt, {"steps": "100000000"}),
+        "steps not a number": multipart("midi", "p.mid", prompt, {"steps": "many"}),
+        "nan temperature": multipart("midi", "p.mid", prompt, {"temperature": "nan"}),
+        "inf temperature": multipart("midi", "p.mid", prompt, {"temperature": "inf"}),
+        "zero temperature": multipart("midi", "p.mid", prompt, {"temperature": "0"}),
+        "negative seed": multipart("midi", "p.mid", prompt, {"seed": "-1"}),
+        "path as model": multipart("midi", "p.mid", prompt, {"model": "../../etc/passwd"}),
+        "8 MB upload": multipart("midi", "big.mid", b"MThd" + os.urandom(8 * 1024 * 1024)),
+        "no notes": multipart("midi", "e.mid", bytes.fromhex("4d546864000000060000000101e04d54726b0000000400ff2f00")),
+        "no file": (b"", "multipart/form-data; boundary=x"),
+        "file as text field": (f'--b\r\nContent-Disposition: form-data; name="midi"\r\n\r\nabc\r\n--b--\r\n'.encode(),
+                               "multipart/form-data; boundary=b"),
+        "garbage multipart": (b"garbage", "multipart/form-data; boundary=xyz"),
+        "json to extend": (b'{"n": 1}', "application/json"),
+    }
+    for name, (body, ctype) in bad.items():
+        status, data, headers = request(server + "/v1/extend", body, ctype)
+        err = assert_json_error(status, data)
+        assert headers["Content-Type"].startswith("application/json"), name
+    assert "too large" in assert_json_error(*request(server + "/v1/extend", *bad["8 MB upload"])[:2])
+    for body in (b"{not json", b'{"n": 0}', b'{"n": "x"}', b'{"seed": -3}', b'{"n": 1, "extra": 1}', b"[]",
+                 b'{"model": "/etc/passwd"}', b"x" * (200 << 10)):
+        status, data, _ = request(server + "/v1/generate", body, "application/json")
+        assert_json_error(status, data)
+    for url, method in (("/nope", "GET"), ("/v1/extend", "GET"), ("/v1/models", "POST")):
+        status, data, _ = request(server + url, b"" if method == "POST" else None, method=method)
+        assert_json_error(status, data)
+    status, data, _ = request(server + "/v1/health")
+    assert status == 200
+    status, data, _ = extend(server, prompt, steps=4)
+    assert status == 200 and data[:4] == b"MThd"
+
+
+def test_upload_limit_counts_bytes_without_content_length(server):
+    def chunks():  # urllib sends an iterable with Transfer-Encoding: chunked, no Content-Length
+        yield b"--b\r\nContent-Disposition: form-data; name=\"midi\"; filename=\"x.mid\"\r\n\r\nMThd"
+        for _ in range(24):
+            yield b"\0" * 100_000
+        yield b"\r\n--b--\r\n"
+
+    status, data, _ = request(server + "/v1/extend", chunks(), "multipart/form-data; boundary=b")
+    assert status == 413 and "too large" in assert_json_error(status, data)
+    assert request(server + "/v1/health")[0] == 200
+
+
+def test_formats_png_wav_and_json(server, prompts):
+    import base64
+
+    status, body, headers = extend(server, prompts[2], query="?format=png", steps=8)
+    assert status == 200 and headers["Content-Type"] == "image/png" and body[:4] == b"\x89PNG"
+    status, body, headers = extend(server, prompts[2], query="?format=wav", steps=8)
+    assert status == 200 and headers["Content-Type"] == "audio/wav" and body[:4] == b"RIFF"
+    status, body, _ = extend(server, prompts[2], query="?format=json", steps=8, seed=2)
+    out = json.loads(body)
+    assert base64.b64decode(out["png"])[:4] == b"\x89PNG" and base64.b64decode(out["wav"])[:4] == b"RIFF"
+    assert base64.b64decode(out["midi"]) == extend(server, prompts[2], steps=8, seed=2)[1]
+    assert out["total_steps"] == out["prompt_steps"] + 8
+    status, body, _ = extend(server, prompts[2], query="?format=mp3")
+    assert_json_error(status, body)
+
+
+def test_page_and_openapi_docs(server):
+    status, body, headers = request(server + "/")
+    page = body.decode()
+    assert status == 200 and "<form" in page and 'type="file"' in page and 'name="midi"' in page
+    assert "http://" not in page and "https://" not in page  # offline: nothing from a CDN
+    assert request(server + "/docs")[0] == 200
+    spec = json.loads(request(server + "/openapi.json")[1])
+    assert {"/v1/extend", "/v1/generate", "/v1/models", "/v1/health"} <= set(spec["paths"])
+    assert "GenerateRequest" in json.dumps(spec)
+
+
+def test_page_in_headless_chromium(server, chorales):
+    """Upload a prompt on the page; the roll, the audio and the download link appear."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    prompt_path = sorted(glob.glob(f"{chorales}/*.mid"))[0]
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    outside = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1100}, accept_downloads=True)
+            page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
+            page.goto(server + "/")
+            page.wait_for_function("document.getElementById('model').options.length > 0", timeout=30_000)
+            page.set_input_files("#midi", prompt_path)
+            page.fill("#steps", "32")
+            page.fill("#temperature", "0.9")
+            page.click("#submit")
+            page.wait_for_selector("#result:not([hidden])", timeout=180_000)
+            page.wait_for_function("document.getElementById('roll').naturalWidth > 0", timeout=30_000)
+            assert page.get_attribute("#download", "href").startswith("blob:")
+            assert page.get_attribute("#player", "src").startswith("blob:")
+            assert "32 generated" in page.inner_text("#summary")
+            assert page.is_hidden("#error")
+            with page.expect_download() as download:
+                page.click("#download")
+            with open(download.value.path(), "rb") as f:
+                assert f.read(4) == b"MThd"
+            page.screenshot(path=str(artifacts / "serve-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not outside, f"the page requested outside resources: {outside}"
+    assert (artifacts / "serve-page.png").stat().st_size > 10_000
