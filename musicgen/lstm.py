@@ -194,10 +194,16 @@ class Extender:
     """A trained LSTM ready to score and extend rolls; carries LSTM state between steps."""
 
     def __init__(self, cfg: LSTMConfig, weights=None):
+        from .keras import tf
+
         self.cfg = cfg
         self.model = build_step_model(cfg)
         if weights is not None:
             self.model.set_weights(weights)
+        # One compiled graph for any batch and length: eager Keras calls cost ~100x a step's maths.
+        spec = [tf.TensorSpec((None, None, n_features(cfg)), tf.float32)]
+        spec += [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)
+        self._call = tf.function(lambda x, *state: self.model([x, *state], training=False), input_signature=spec)
 
     @classmethod
     def from_training_model(cls, cfg: LSTMConfig, model) -> "Extender":
@@ -210,7 +216,7 @@ class Extender:
         return [np.zeros((batch, self.cfg.units), np.float32) for _ in range(2 * self.cfg.layers)]
 
     def _run(self, x: np.ndarray, state):
-        out = self.model([x, *state], training=False)
+        out = self._call(np.asarray(x, np.float32), *state)
         return out[0].numpy(), [s.numpy() for s in out[1:]]
 
     def predict_next(self, roll: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -257,10 +263,37 @@ class Extender:
             out[:, t] = frame * np.array(vel, np.float32)[:, None]
             if t == steps - 1:
                 break
-            step_x = np.stack([features(frame[i:i + 1], lengths[i] + t, self.cfg) for i in range(n)])
-            probs, state = self._run(step_x, state)
-            p_next = probs[:, -1]
+            step_x = np.stack([features(frame[i:i + 1], lengths[i] + t, self.cfg)[0] for i in range(n)])
+            p_next, state = self.step(step_x, state)
         return out[0] if single else list(out)
+
+    def step(self, x: np.ndarray, state: list[np.ndarray]):
+        """One step for a batch: inputs (B, features) -> (probabilities (B, 128), new state).
+
+        Plain numpy on the trained weights: for one frame, a compiled TensorFlow call costs far
+        more in overhead than the arithmetic (tests check it matches the Keras model).
+        """
+        if not hasattr(self, "_weights"):
+            self._weights = {w.name.split("/")[0] + "/" + w.name.split("/")[-1].split(":")[0]: w.numpy()
+                             for w in self.model.weights}
+        w, u = self._weights, self.cfg.units
+        h_in, new_state = x, []
+        for i in range(self.cfg.layers):
+            h, c = state[2 * i], state[2 * i + 1]
+            z = h_in @ w[f"lstm_{i}/kernel"] + h @ w[f"lstm_{i}/recurrent_kernel"] + w[f"lstm_{i}/bias"]
+            gate_i, gate_f, g, gate_o = (z[:, k * u:(k + 1) * u] for k in range(4))  # Keras' order: i, f, c, o
+            c = _sigmoid(gate_f) * c + _sigmoid(gate_i) * np.tanh(g)
+            h = _sigmoid(gate_o) * np.tanh(c)
+            new_state += [h, c]
+            h_in = h
+        logits = h_in @ w["next_frame/kernel"] + w["next_frame/bias"]
+        if self.cfg.skip and not self.cfg.many_to_one:
+            logits = logits + x[:, :128] * (h_in @ w["keep/kernel"] + w["keep/bias"])
+        return _sigmoid(logits), new_state
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
 
 
 def _sample(p: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:

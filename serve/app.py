@@ -337,9 +337,10 @@ def make_app(service: Service):
         title = f"{midi.filename or 'prompt'} + {params.steps} steps ({lstm.id}, seed {params.seed})"
         png = await asyncio.to_thread(service.png, roll, lstm.steps_per_beat, split, title)
         wav, engine = await asyncio.to_thread(service.wav, roll, lstm.steps_per_beat, piece.tempos, mid)
-        return {"model": lstm.id, "steps": params.steps, "temperature": params.temperature, "seed": params.seed,
-                "prompt_steps": split, "total_steps": len(roll), "steps_per_beat": lstm.steps_per_beat,
-                "midi": _b64(mid), "png": _b64(png), "wav": _b64(wav), "audio_engine": engine}
+        return JSONResponse({"model": lstm.id, "steps": params.steps, "temperature": params.temperature,
+                             "seed": params.seed, "prompt_steps": split, "total_steps": len(roll),
+                             "steps_per_beat": lstm.steps_per_beat, "batch_size": batch, "midi": _b64(mid),
+                             "png": _b64(png), "wav": _b64(wav), "audio_engine": engine}, headers=headers)
 
     @app.post("/v1/generate", summary="new pieces from a VAE",
               response_class=Response, responses={200: {"content": {"audio/midi": {}, "application/zip": {},
@@ -357,7 +358,7 @@ def make_app(service: Service):
                 png = await asyncio.to_thread(service.png, roll, vae.steps_per_beat, None, f"{vae.id} seed {body.seed} #{i}")
                 wav, engine = await asyncio.to_thread(service.wav, roll, vae.steps_per_beat, None, mid)
                 out.append({"midi": _b64(mid), "png": _b64(png), "wav": _b64(wav), "audio_engine": engine})
-            return {"model": vae.id, "seed": body.seed, "pieces": out}
+            return JSONResponse({"model": vae.id, "seed": body.seed, "pieces": out}, headers=headers)
         if body.n == 1:
             return Response(pieces[0][1], media_type="audio/midi",
                             headers={**headers, "Content-Disposition": 'attachment; filename="piece.mid"'})

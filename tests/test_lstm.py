@@ -124,3 +124,17 @@ def test_config_checks_ranges():
         preset("lstm", "tiny", colour="red")
     with pytest.raises(DataError, match="preset"):
         preset("lstm", "huge")
+
+
+@pytest.mark.parametrize("skip, position", [(True, True), (False, False)])
+def test_numpy_step_matches_the_keras_model(skip, position):
+    cfg = LSTMConfig(layers=2, units=16, window=8, position=position, steps_per_bar=4, skip=skip)
+    ext = lstm.Extender.from_training_model(cfg, lstm.build_model(cfg))
+    x = np.random.default_rng(0).random((3, 6, lstm.n_features(cfg))).astype(np.float32)
+    probs, state = ext._run(x, ext.zero_state(3))
+    s = ext.zero_state(3)
+    for t in range(6):
+        p, s = ext.step(x[:, t], s)
+    np.testing.assert_allclose(p, probs[:, -1], atol=1e-5)
+    for a, b in zip(s, state):
+        np.testing.assert_allclose(a, b, atol=1e-5)
