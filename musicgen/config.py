@@ -91,7 +91,8 @@ PRESETS = {
                             learning_rate=1e-3, position=False, skip=False),
     },
     "vae": {
-        "tiny": VAEConfig(height=64, width=128, filters=(32, 32, 16), dense=256, latent=32, epochs=20),
+        "tiny": VAEConfig(height=64, width=128, filters=(32, 32, 16), dense=256, latent=32, epochs=20,
+                          batch_size=16, learning_rate=3e-3, kl_anneal_epochs=4),
         # The study's VAE at 512 x 512 (its layer tables), latent = image size / 2.
         "paper": VAEConfig(height=512, width=512, filters=(64, 64, 32), dense=512, latent=256, epochs=50,
                            loss="mse", kl_anneal_epochs=0, free_bits=0.0, transpose=0, batch_size=8),

@@ -30,7 +30,7 @@ def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.
     if kind == "lstm":
         result.update(_lstm(cfg, model, data, info, rolls, threshold))
     else:
-        result.update(_vae(cfg, model, data, rolls, samples, seed))
+        result.update(_vae(cfg, model, info, rolls, samples, seed))
     return result
 
 
@@ -57,14 +57,11 @@ def _lstm(cfg, model, data, info, rolls, threshold) -> dict:
     return out
 
 
-def _vae(cfg, model, data, rolls, samples, seed) -> dict:
+def _vae(cfg, model, info, rolls, samples, seed) -> dict:
     from .vae import Generator, images
 
-    generator = Generator(cfg, model)
-    x = np.concatenate([images(r, cfg) for r in rolls]) if rolls else np.zeros((0, cfg.height, cfg.width, 1))
-    val = list(load_rolls(data, "val").values())
-    if val:
-        generator.choose_threshold(np.concatenate([images(r, cfg) for r in val]))
+    generator = Generator(cfg, model, threshold=info.get("threshold", 0.5))  # chosen on val at training's end
+    x = np.concatenate([images(r, cfg) for r in rolls])
     generated = generator.generate(samples, seed=seed)
     corpus = [img[..., 0] for img in x]
     return {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),

@@ -66,7 +66,7 @@ def train_loop(config: dict) -> None:
     kind, module = config["kind"], model_module(config["kind"])
     cfg = from_dict(kind, config["model"])
     ctx = ray.train.get_context()
-    rank, workers = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     rng = np.random.default_rng(config["seed"] + 1000 * rank)
     tf.keras.utils.set_random_seed(config["seed"] + rank)
 
@@ -170,10 +170,12 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     cpu_per_worker = 1.0 if gpu or cpus - workers >= 1 else max(0.1, (cpus - 1) / workers)
     if gpu and workers > available.get("GPU", 0):
         raise DataError(f"--gpu with --workers {workers}: the cluster has {int(available.get('GPU', 0))} GPUs")
-    datasets = {"train": ray.data.read_parquet(shard_paths(data, "train", manifest),
-                                               columns=["steps", "width", "roll"])}
+    def read(split):
+        return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(["steps", "width", "roll"])
+
+    datasets = {"train": read("train")}
     if steps["val_steps"]:
-        datasets["val"] = ray.data.read_parquet(shard_paths(data, "val", manifest), columns=["steps", "width", "roll"])
+        datasets["val"] = read("val")
     monitor = "val_loss" if steps["val_steps"] else "loss"
     trainer = TensorflowTrainer(
         train_loop,
@@ -222,6 +224,9 @@ def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> 
     info = {"kind": kind, "config": to_dict(cfg), "steps_per_beat": manifest.get("steps_per_beat"),
             "width": manifest.get("width", 128), "data": data}
     storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
+    if kind == "vae":  # the decoding threshold, chosen on held-out images, travels with the model
+        info["threshold"] = _vae_threshold(out, data)
+        storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
     history = _history(result.checkpoint or best)
     best_metrics = dict(best_metrics_of(result, best) or result.metrics or {})
     metrics = {"kind": kind, "best": best_metrics, "epochs": len(history.get("epoch", [])),
@@ -234,6 +239,15 @@ def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> 
             png = plot_history(curves, os.path.join(d, "loss.png"), title=f"{kind} training")
             storage.write_bytes(storage.join(out, "loss.png"), open(png, "rb").read())
     return metrics
+
+
+def _vae_threshold(out: str, data: str) -> float:
+    from .dataset import load_rolls
+    from .vae import Generator, images
+
+    _, cfg, _, model = load_run(out)
+    rolls = list(load_rolls(data, "val").values()) or list(load_rolls(data, "train").values())[:64]
+    return float(Generator(cfg, model).choose_threshold(np.concatenate([images(r, cfg) for r in rolls])))
 
 
 def best_metrics_of(result, best):

@@ -110,3 +110,27 @@ def test_cli_model_commands_give_one_line_errors(lstm_run, dataset, tmp_path):
         assert p.returncode != 0
         last = p.stderr.strip().splitlines()[-1]
         assert words in last and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def test_vae_trains_evaluates_and_generates(dataset, tmp_path):
+    from musicgen.evaluate import evaluate_run
+    from musicgen.generate import load_generator
+    from musicgen.train import train
+
+    out = tmp_path / "vae"
+    cfg = preset("vae", "tiny", height=32, filters=(8, 8, 8), dense=32, latent=8, epochs=1, batch_size=16)
+    metrics = train("vae", dataset, str(out), cfg, progress=False)
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["best"]["val_loss"])
+    info = json.loads((out / "model" / "config.json").read_text())
+    assert info["kind"] == "vae" and 0 < info["threshold"] < 1  # chosen on validation images
+    result = evaluate_run(str(out), dataset, "test", samples=4)
+    assert {"reconstruction", "active_units", "samples", "corpus"} <= set(result)
+    assert 0 <= result["active_units"] <= 8 and result["corpus"]["pieces"] > 0
+    generator, _ = load_generator(str(out))
+    assert generator.threshold == info["threshold"]
+    a, b = generator.generate(3, seed=1), generator.generate(3, seed=1)
+    assert len(a) == 3 and all(r.shape == (32, 128) for r in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    p = run_cli("generate", out, "--n", "2", "--out", tmp_path / "gen", "--seed", "1", "--png")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(list((tmp_path / "gen").glob("*.mid"))) == 2 and (tmp_path / "gen" / "overview.png").exists()
