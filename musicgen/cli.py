@@ -163,6 +163,12 @@ def cmd_generate(args):
     print(f"{len(rolls)} pieces in {args.out}")
 
 
+def cmd_tune(args):
+    from musicgen_tune import main as tune_main  # the Ray Tune application in tune/
+
+    tune_main(args)
+
+
 def _parent(path):
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -231,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
     c.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("tune", help="Bayesian search (Optuna TPE + ASHA) of the LSTM's size on Ray Tune")
+    from musicgen_tune import add_arguments as tune_arguments
+
+    tune_arguments(c)
+    c.set_defaults(func=cmd_tune)
 
     c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")
     c.add_argument("run", help="a trained run (folder or s3://)")

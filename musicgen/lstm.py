@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .roll import random_transpose
+
 from .config import LSTMConfig
 
 
@@ -106,14 +108,6 @@ def build_step_model(cfg: LSTMConfig):
 
 # --- training data: windows cut on the fly --------------------------------------------------------
 
-def transpose_range(frames: np.ndarray, limit: int) -> tuple[int, int]:
-    """Shifts in [-limit, limit] that keep every sounding pitch of ``frames`` on the keyboard."""
-    used = np.flatnonzero(frames.any(axis=0))
-    if not len(used):
-        return 0, 0
-    return max(-limit, -int(used[0])), min(limit, 127 - int(used[-1]))
-
-
 def piece_windows(roll: np.ndarray, cfg: LSTMConfig, rng: np.random.Generator, augment: bool = True):
     """(x, y) training pairs from one piece: windows of ``cfg.window`` steps at a random offset.
 
@@ -128,11 +122,8 @@ def piece_windows(roll: np.ndarray, cfg: LSTMConfig, rng: np.random.Generator, a
         pad = w + 1 - len(frames)
         frames = np.concatenate([np.zeros((pad, frames.shape[1]), np.float32), frames])
         start_pos = -pad
-    if augment and cfg.transpose:
-        lo, hi = transpose_range(frames, cfg.transpose)
-        shift = int(rng.integers(lo, hi + 1))
-        if shift:
-            frames = np.roll(frames, shift, axis=1)  # safe: the range keeps notes off the wrap-around
+    if augment:
+        frames = random_transpose(frames, cfg.transpose, rng)
     offset = int(rng.integers(0, (len(frames) - 1) % w + 1)) if augment else 0
     for t in range(offset, len(frames) - w, w):
         x = features(frames[t:t + w], start_pos + t, cfg)

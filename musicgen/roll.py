@@ -55,3 +55,21 @@ def transpose(roll: np.ndarray, semitones: int) -> np.ndarray:
     else:
         out[:, :semitones] = roll[:, -semitones:]
     return out
+
+
+def transpose_range(roll: np.ndarray, limit: int) -> tuple[int, int]:
+    """Shifts in [-limit, limit] that keep every sounding pitch of ``roll`` on the keyboard."""
+    used = np.flatnonzero(np.asarray(roll).any(axis=0))
+    if not len(used):
+        return 0, 0
+    return max(-limit, -int(used[0])), min(limit, roll.shape[1] - 1 - int(used[-1]))
+
+
+def random_transpose(roll: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """``roll`` transposed by a random shift in [-limit, limit] that keeps it on the keyboard
+    (data augmentation: the same music in another key)."""
+    if not limit:
+        return roll
+    lo, hi = transpose_range(roll, limit)
+    shift = int(rng.integers(lo, hi + 1))
+    return transpose(roll, shift) if shift else roll

@@ -44,6 +44,8 @@ import functools
 
 import numpy as np
 
+from .roll import random_transpose
+
 from .config import VAEConfig
 from .errors import DataError
 
@@ -270,14 +272,6 @@ def KLAnnealing(vae, kl_weight: float, anneal_epochs: int):  # noqa: N802 - a ca
 
 # --- data: images cut from rolls on the fly -------------------------------------------------------
 
-def transpose_range(frames: np.ndarray, limit: int) -> tuple[int, int]:
-    """Shifts in [-limit, limit] that keep every sounding pitch of ``frames`` on the keyboard."""
-    used = np.flatnonzero(frames.any(axis=0))
-    if not len(used):
-        return 0, 0
-    return max(-limit, -int(used[0])), min(limit, frames.shape[1] - 1 - int(used[-1]))
-
-
 def images(roll: np.ndarray, cfg: VAEConfig, rng: np.random.Generator | None = None,
            augment: bool = False) -> np.ndarray:
     """Binary images (n, height, width, 1) float32 of one roll (T, width).
@@ -295,11 +289,7 @@ def images(roll: np.ndarray, cfg: VAEConfig, rng: np.random.Generator | None = N
     h = cfg.height
     if augment:
         rng = rng if rng is not None else np.random.default_rng()
-        if cfg.transpose:
-            lo, hi = transpose_range(frames, cfg.transpose)
-            shift = int(rng.integers(lo, hi + 1))
-            if shift:
-                frames = np.roll(frames, shift, axis=1)  # safe: the range keeps notes off the wrap-around
+        frames = random_transpose(frames, cfg.transpose, rng)
         if len(frames) > h:
             frames = frames[int(rng.integers(0, h)):]
     if len(frames) < h:

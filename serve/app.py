@@ -12,14 +12,14 @@ Routes (``/docs`` has the OpenAPI page):
 * ``GET /`` -> the page (upload a MIDI, see and hear the continuation, download it).
 
 Every bad request gets a 4xx JSON ``{"error": "..."}``; request bodies are limited before they are
-parsed (:mod:`serve.limits`); every request has a time limit.
+parsed (:mod:`musicgen_serve.limits`); every request has a time limit.
 
 Concurrent extend requests are batched (``@serve.batch``) into one stateful LSTM generation
-(:func:`serve.batching.extend_batch`) with per-request seeds: a request gets the same bytes
+(:func:`musicgen_serve.batching.extend_batch`) with per-request seeds: a request gets the same bytes
 whatever it is batched with.
 
-Deploy with :func:`serve.runner.run` (``musicgen serve``), or ``serve run/deploy serve/config.yaml``
-(import path ``serve.app:build``, builder args = :class:`Settings`).
+Deploy with :func:`musicgen_serve.runner.run` (``musicgen serve``), or ``serve run/deploy serve/config.yaml``
+(import path ``musicgen_serve.app:build``, builder args = :class:`Settings`).
 """
 
 
@@ -184,8 +184,12 @@ class Service:
         job = ExtendJob(piece.roll, params.steps, params.temperature, params.seed)
         cont, batch = await self._with_time_limit(self._extend_batched((model, job)))
         roll = np.concatenate([piece.roll, cont])
-        mid = roll_to_midi(roll, model.steps_per_beat, tempos=piece.tempos, time_signatures=piece.time_signatures)
-        return roll, _midi_bytes(mid), batch
+
+        def write():  # tens of ms of mido for a long piece: off the event loop
+            return _midi_bytes(roll_to_midi(roll, model.steps_per_beat, tempos=piece.tempos,
+                                            time_signatures=piece.time_signatures))
+
+        return roll, await asyncio.to_thread(write), batch
 
     # --- generate ----------------------------------------------------------------------------
 
@@ -196,7 +200,8 @@ class Service:
             raise RequestError(422, f"n: must be at most {self.settings.max_n}, not {n}")
         loop = asyncio.get_running_loop()
         rolls = await self._with_time_limit(loop.run_in_executor(self._compute, model.model.generate, n, seed))
-        return [(r, _midi_bytes(roll_to_midi(r, model.steps_per_beat))) for r in rolls]
+        midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, model.steps_per_beat)) for r in rolls])
+        return list(zip(rolls, midis))
 
     async def _with_time_limit(self, awaitable):
         try:
@@ -386,9 +391,9 @@ class MusicService:
 
 
 def build(args: Settings):
-    """Application builder (``import_path: serve.app:build`` in serve/config.yaml)."""
+    """Application builder (``import_path: musicgen_serve.app:build`` in serve/config.yaml)."""
     if not (args.lstm or args.vae):
-        raise ValueError("serve.app:build needs at least one run in args.lstm or args.vae")
+        raise ValueError("musicgen_serve.app:build needs at least one run in args.lstm or args.vae")
     opts = {}
     if args.max_batch_size > 64:  # max_ongoing_requests must be >= max_batch_size or batches never fill
         opts["max_ongoing_requests"] = 2 * args.max_batch_size

@@ -1,6 +1,6 @@
 """Benchmark: extend requests per second with and without batching, over real HTTP on 127.0.0.1.
 
-    python -m serve.bench RUN_LSTM [--prompt PROMPT.mid] [--concurrency 16] [--requests 64] [--steps 32]
+    python -m musicgen_serve.bench RUN_LSTM [--prompt PROMPT.mid] [--concurrency 16] [--requests 64] [--steps 32]
 
 Deploys the application twice on a local Ray (or RAY_ADDRESS), once with ``max_batch_size=1``
 (every request generated on its own) and once with ``max_batch_size=--concurrency``, and sends
@@ -75,13 +75,14 @@ def measure(base: str, prompt: bytes, requests: int, concurrency: int, steps: in
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m musicgen_serve.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a trained LSTM run (folder or s3://)")
     p.add_argument("--prompt", help="prompt MIDI file (default: a built-in four-bar cadence)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    p.add_argument("--batch-wait", type=float, default=0.01, help="batch_wait_timeout_s of the batched mode")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved by the replica")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
     results = {}
     try:
         for mode, batch in (("unbatched", 1), ("batched", args.concurrency)):
-            settings = settings_for([args.run], [], max_batch_size=batch, batch_wait_timeout_s=0.01)
+            settings = settings_for([args.run], [], max_batch_size=batch,
+                                    batch_wait_timeout_s=args.batch_wait if batch > 1 else 0.0)
             serve.run(application(settings, num_cpus=args.num_cpus, max_ongoing_requests=max(64, 2 * args.concurrency)),
                       name="musicgen-bench", route_prefix="/")
             results[mode] = measure(base, prompt, args.requests, args.concurrency, args.steps)
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     same = results["unbatched"].pop("_bytes") == results["batched"].pop("_bytes")
     speedup = results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"]
     summary = {**results, "speedup": round(speedup, 2), "same_bytes_batched_and_unbatched": same,
-               "run": args.run, "cpus": os.cpu_count()}
+               "run": args.run, "prompt": args.prompt or "built-in 64-step cadence", "batch_wait_s": args.batch_wait,
+               "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     print(f"  speedup: {speedup:.2f}x (target >= 3x); same bytes batched and unbatched: {same}")
     if args.out:
         with open(args.out, "w") as f:

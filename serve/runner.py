@@ -28,7 +28,7 @@ def _absolute(spec):
 
 
 def settings_for(lstm_runs, vae_runs, **limits):
-    """Checked :class:`serve.app.Settings` for these runs (PATH or ID=PATH each); DataError with a
+    """Checked :class:`musicgen_serve.app.Settings` for these runs (PATH or ID=PATH each); DataError with a
     one-line message for a missing run, a run of the wrong kind, a duplicate id or a bad limit."""
     from pydantic import ValidationError
 
@@ -70,7 +70,7 @@ def start(lstm_runs, vae_runs=(), host: str = "127.0.0.1", port: int = 8000, *, 
     """Deploy the application on Ray (``ensure_ray``: RAY_ADDRESS or a local Ray) with its HTTP
     proxy on ``host:port``; returns the base URL once the replicas have loaded their models.
 
-    ``limits`` are :class:`serve.app.Settings` fields (max_upload_bytes, max_steps, max_n,
+    ``limits`` are :class:`musicgen_serve.app.Settings` fields (max_upload_bytes, max_steps, max_n,
     timeout_s, max_batch_size, ...).
     """
     settings = settings_for(lstm_runs, vae_runs, **limits)

@@ -108,7 +108,7 @@ def test_extend_is_reproducible_and_batching_does_not_change_a_request(trained):
     np.testing.assert_allclose(together[1], ext.extend(long, 20, seeds=9))
     # Notes take the prompt's velocity; low temperature continues the arpeggio.
     cold = ext.extend(long, 12, temperature=0.05, seeds=0)
-    assert set(np.unique(cold[cold > 0])) == {np.float32(0.8)}
+    np.testing.assert_allclose(cold[cold > 0], 0.8, rtol=1e-5)
     expected = 50 + (np.arange(100, 112) + 0) % 4
     assert (cold.argmax(1) == expected).mean() > 0.8
     with pytest.raises(ValueError, match="temperature"):

@@ -88,7 +88,7 @@ def server(runs):
     """Base URL of the application on a free loopback port (Serve shut down afterwards)."""
     from ray import serve as ray_serve
 
-    from serve.runner import start
+    from musicgen_serve.runner import start
 
     lstm, vae = runs
     url = start([f"v1={lstm}", f"v2={lstm}"], [str(vae)], "127.0.0.1", free_port(),
@@ -106,7 +106,7 @@ def prompts(chorales):
 
 def test_run_specs_ids_and_registry_lookup():
     from musicgen.errors import DataError
-    from serve.registry import Model, Registry, RunSpec, UnknownModel, assign_ids, parse_spec
+    from musicgen_serve.registry import Model, Registry, RunSpec, UnknownModel, assign_ids, parse_spec
 
     assert parse_spec("v2=s3://b/runs/x", "lstm") == RunSpec("lstm", "s3://b/runs/x", "v2")
     assert parse_spec("s3://b/date=2024/run", "lstm").id is None  # '=' inside a path is not an id
@@ -123,8 +123,8 @@ def test_run_specs_ids_and_registry_lookup():
 
 
 def test_time_limit_gives_503():
-    from serve.app import RequestError, Service, Settings
-    from serve.registry import Registry
+    from musicgen_serve.app import RequestError, Service, Settings
+    from musicgen_serve.registry import Registry
 
     service = Service(Settings(timeout_s=0.1), registry=Registry([]))
     with pytest.raises(RequestError) as e:
@@ -136,13 +136,13 @@ def test_config_yaml_is_a_valid_serve_config():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import Settings
+    from musicgen_serve.app import Settings
 
     config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config) if hasattr(ServeDeploySchema, "model_validate") \
         else ServeDeploySchema.parse_obj(config)
     app = schema.applications[0]
-    assert app.import_path == "serve.app:build"
+    assert app.import_path == "musicgen_serve.app:build"
     args = Settings(**app.args)  # the builder's arguments validate
     deployment = app.deployments[0]
     assert deployment.name == "musicgen"
@@ -153,7 +153,7 @@ def test_config_yaml_is_a_valid_serve_config():
 def test_synth_writes_a_wav_of_the_right_length():
     import wave
 
-    from serve.synth import SAMPLE_RATE, render_wav
+    from musicgen_serve.synth import SAMPLE_RATE, render_wav
 
     roll = np.zeros((16, 128), np.float32)
     roll[0:8, 60] = roll[8:16, 64] = 0.7

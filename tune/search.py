@@ -70,7 +70,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
                          space={"layers": layers, "units": units, "learning_rate": learning_rate,
                                 "dropout": dropout}, workers=workers, gpu=gpu, seed=seed)
     _check_count("--max-concurrent", max_concurrent, allow_none=True)
-    _plan(spec)  # the dataset is still there and still fits the settings
+    manifest, steps = _plan(spec)  # the dataset is there and fits the settings
 
     from musicgen.runtime import ensure_ray, quiet_data_context
 
@@ -79,9 +79,13 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     concurrency = concurrency_for(ray.cluster_resources(), spec["workers"], spec["gpu"], max_concurrent)
     if not restoring:
         _write_json(storage.join(out, SPEC), spec)  # everything is checked: the search starts here
+    datasets = read_splits(spec["data"], manifest)
 
-    tuner = make_tuner(spec, out, concurrency, restoring, progress)
-    results = tuner.fit()
+    tuner = make_tuner(spec, out, concurrency, restoring, progress, steps, datasets)
+    try:
+        results = tuner.fit()
+    finally:
+        release_orphans(wait_s=60)  # the last stopped trial's workers, before anything else runs
     return finish(results, spec, out)
 
 
@@ -160,15 +164,27 @@ def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | N
     return min(fits, requested) if requested else fits
 
 
-def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress: bool):
+def read_splits(data: str, manifest: dict) -> dict:
+    """The train and val splits, read once into Ray's object store for all the trials."""
+    import ray.data
+
+    from musicgen.dataset import shard_paths
+
+    return {split: ray.data.read_parquet(shard_paths(data, split, manifest), columns=["steps", "width", "roll"])
+            .materialize() for split in ("train", "val")}
+
+
+def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress: bool, steps: dict,
+               datasets: dict):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    trial_spec = {**spec, "storage": storage.join(out, TRIALS_DIR)}
+    trial_spec = {**spec, "plan": steps, "storage": storage.join(out, TRIALS_DIR)}
     # The trial function only drives its trainer: no CPU of its own, or it would starve the trainer's
     # workers and Ray Data's reads (Tune needs some resource for it: a little memory).
-    trainable = tune.with_resources(tune.with_parameters(_trial, spec=trial_spec), TRIAL_RESOURCES)
+    trainable = tune.with_resources(tune.with_parameters(_trial, spec=trial_spec, datasets=datasets),
+                                    TRIAL_RESOURCES)
     if restoring:
         return tune.Tuner.restore(storage.join(out, EXPERIMENT), trainable=trainable)
     space = param_space(spec["space"])
@@ -181,7 +197,8 @@ def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress
             reuse_actors=False,  # a fresh actor per trial: its trainer's actors and resources go with it
             search_alg=OptunaSearch(seed=spec["seed"]) if searched else None,  # TPE sampler
             scheduler=ASHAScheduler(time_attr="epoch", max_t=spec["epochs"], grace_period=1, reduction_factor=2)),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if progress else 0),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if progress else 0,
+                                  callbacks=[_release_orphans_callback()()]),
     )
 
 
@@ -195,28 +212,22 @@ def trial_config(spec: dict, params: dict):
     return from_dict("lstm", values)
 
 
-def _trial(params: dict, spec: dict) -> None:
+def _trial(params: dict, spec: dict, datasets: dict) -> None:
     """One trial (in a Tune actor): a Ray Train run of the LSTM, epochs reported to Tune."""
-    import ray.data
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from musicgen.config import to_dict
-    from musicgen.dataset import shard_paths
     from musicgen.runtime import quiet_data_context
     from musicgen.train import train_loop
 
     cfg = trial_config(spec, params)
-    manifest, steps = _plan(spec)
     quiet_data_context()
-    columns = ["steps", "width", "roll"]
-    datasets = {split: ray.data.read_parquet(shard_paths(spec["data"], split, manifest), columns=columns)
-                for split in ("train", "val")}
-    trainer = TensorflowTrainer(
+    trainer = _trainer_class(TensorflowTrainer)(
         train_loop,
-        train_loop_config={"kind": "lstm", "model": to_dict(cfg), "seed": spec["seed"], **steps},
+        train_loop_config={"kind": "lstm", "model": to_dict(cfg), "seed": spec["seed"], **spec["plan"]},
         scaling_config=ScalingConfig(num_workers=spec["workers"], use_gpu=spec["gpu"],
                                      resources_per_worker=None if spec["gpu"] else {"CPU": 1}),
         datasets=datasets,
@@ -229,6 +240,103 @@ def _trial(params: dict, spec: dict) -> None:
             callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
+
+
+# --- stopped trials: give their workers' CPUs back ------------------------------------------------
+#
+# When ASHA stops a trial, Tune ends the trial's actor, and with it (fate-sharing) the Train
+# controller it started; the controller's placement group, which holds the trial's worker CPUs,
+# outlives it until the driver's job ends. Ray Train's own PlacementGroupCleaner (a detached actor
+# per run) frees it only where the dashboard's state API answers, and otherwise stays behind.
+# So trials run without it, and the Tune driver frees such placement groups itself.
+
+def _trainer_class(base):
+    """``base`` (a Ray Train trainer class) without the detached PlacementGroupCleaner."""
+    try:
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    except ImportError:  # another Ray: keep its defaults
+        return base
+
+    class Trainer(base):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks()
+                    if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    Trainer.__name__ = Trainer.__qualname__ = base.__name__
+    return Trainer
+
+
+def release_orphans(wait_s: float = 0.0) -> int:
+    """Remove this job's placement groups whose creating actor is dead; returns how many.
+
+    What Ray does for them when the job ends. With ``wait_s``, first wait (that long at most) for
+    the Train controllers still holding placement groups to end: at the end of a search, when no
+    trial runs any more.
+    """
+    import time
+
+    import ray
+
+    deadline, removed = time.monotonic() + wait_s, 0
+    while True:
+        dead, controllers = _actor_placement_groups(ray)
+        for pg in dead:
+            try:
+                ray.util.remove_placement_group(pg)
+                removed += 1
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+        if not controllers or time.monotonic() >= deadline:
+            return removed
+        time.sleep(1.0)
+
+
+def _actor_placement_groups(ray):
+    """([placement groups of dead actors], [of live Train controllers]), of this job, not removed."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    job = ray.get_runtime_context().get_job_id()
+    dead, controllers = [], []
+    try:
+        accessor = state._connect_and_get_accessor()
+        table = accessor.get_placement_group_table()
+    except Exception:  # noqa: BLE001 - another Ray: leave it to Ray
+        return dead, controllers
+    for raw in table:
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        creator = ray.ActorID(info.creator_actor_id)
+        if (info.state == gcs_pb2.PlacementGroupTableData.REMOVED or info.is_detached
+                or info.creator_job_id.hex() != job or creator.is_nil()):
+            continue
+        pg = PlacementGroup(ray.PlacementGroupID(info.placement_group_id))
+        if info.creator_actor_dead:
+            dead.append(pg)
+        else:
+            actor = accessor.get_actor_info(creator)
+            if actor and gcs_pb2.ActorTableData.FromString(actor).class_name == "TrainController":
+                controllers.append(pg)
+    return dead, controllers
+
+
+def _release_orphans_callback():
+    from ray import tune
+
+    class ReleaseOrphans(tune.Callback):
+        """Frees stopped trials' placement groups from the Tune loop (every ``every_s`` seconds)."""
+
+        def __init__(self, every_s: float = 2.0):
+            self.every_s, self.last = every_s, 0.0
+
+        def on_step_begin(self, iteration, trials, **info):
+            import time
+
+            if time.monotonic() - self.last >= self.every_s:
+                self.last = time.monotonic()
+                release_orphans()
+
+    return ReleaseOrphans
 
 
 def finish(results, spec: dict, out: str) -> dict:
