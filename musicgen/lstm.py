@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .roll import random_transpose
+from .roll import random_transpose, shuffled_batches
 
 from .config import LSTMConfig
 
@@ -137,19 +137,8 @@ def window_batches(rolls, cfg: LSTMConfig, rng: np.random.Generator, augment: bo
 
     Memory is bounded by ``shuffle_buffer`` windows, whatever the corpus size.
     """
-    buffer = []
-
-    def drain(keep):
-        rng.shuffle(buffer)
-        while len(buffer) - keep >= cfg.batch_size:
-            batch, buffer[:] = buffer[:cfg.batch_size], buffer[cfg.batch_size:]
-            yield np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch])
-
-    for roll in rolls:
-        buffer.extend(piece_windows(roll, cfg, rng, augment))
-        if len(buffer) >= shuffle_buffer:
-            yield from drain(shuffle_buffer // 2)
-    yield from drain(0)
+    pieces = (piece_windows(roll, cfg, rng, augment) for roll in rolls)
+    return shuffled_batches(pieces, cfg.batch_size, rng, shuffle_buffer)
 
 
 def examples(steps: int, cfg: LSTMConfig) -> int:

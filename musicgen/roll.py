@@ -73,3 +73,26 @@ def random_transpose(roll: np.ndarray, limit: int, rng: np.random.Generator) -> 
     lo, hi = transpose_range(roll, limit)
     shift = int(rng.integers(lo, hi + 1))
     return transpose(roll, shift) if shift else roll
+
+
+def shuffled_batches(pieces, batch_size: int, rng: np.random.Generator, buffer_size: int = 512,
+                     partial: bool = False):
+    """Batches from a stream of training examples, shuffled through a bounded buffer.
+
+    ``pieces`` yields, per piece, an iterable of examples (tuples of arrays, e.g. (x, y)); each
+    batch is the tuple of their stacked parts. Memory holds about ``buffer_size`` examples, however
+    long the stream. With ``partial`` the last, smaller batch is yielded too.
+    """
+    buffer: list = []
+
+    def drain(keep):
+        rng.shuffle(buffer)
+        while len(buffer) - keep >= batch_size or (partial and not keep and buffer):
+            batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
+            yield tuple(np.stack(parts) for parts in zip(*batch))
+
+    for examples in pieces:
+        buffer.extend(examples)
+        if len(buffer) >= buffer_size:
+            yield from drain(buffer_size // 2)
+    yield from drain(0)

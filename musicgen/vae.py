@@ -44,7 +44,7 @@ import functools
 
 import numpy as np
 
-from .roll import random_transpose
+from .roll import random_transpose, shuffled_batches
 
 from .config import VAEConfig
 from .errors import DataError
@@ -307,19 +307,8 @@ def image_batches(rolls, cfg: VAEConfig, rng: np.random.Generator, augment: bool
     Memory is bounded by about ``shuffle_buffer`` images plus one piece's, whatever the corpus size;
     ends when ``rolls`` ends (the last incomplete batch is yielded too).
     """
-    buffer: list[np.ndarray] = []
-
-    def drain(keep):
-        rng.shuffle(buffer)
-        while len(buffer) - keep >= cfg.batch_size or (not keep and buffer):
-            batch, buffer[:] = buffer[:cfg.batch_size], buffer[cfg.batch_size:]
-            yield (np.stack(batch),)
-
-    for roll in rolls:
-        buffer.extend(images(roll, cfg, rng, augment))
-        if len(buffer) >= shuffle_buffer:
-            yield from drain(shuffle_buffer // 2)
-    yield from drain(0)
+    pieces = ([(image,) for image in images(roll, cfg, rng, augment)] for roll in rolls)
+    return shuffled_batches(pieces, cfg.batch_size, rng, shuffle_buffer, partial=True)
 
 
 def examples(steps: int, cfg: VAEConfig) -> int:
