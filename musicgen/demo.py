@@ -30,7 +30,7 @@ EXTEND_STEPS = 64
 
 def run_demo(out: str, limit: int | None = None, epochs: int | None = None, models: bool = True) -> dict:
     os.makedirs(out, exist_ok=True)
-    step = _steps(6 if models else 3)
+    step = _steps(7 if models else 3)
     step(f"corpus -> {out}/bach")
     write_corpus("bach", os.path.join(out, "bach"), limit=limit)
     step(f"prepare -> {out}/dataset")

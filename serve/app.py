@@ -57,6 +57,9 @@ MAX_N = 64  # hard cap on /v1/generate's n, whatever the settings
 MAX_SEED = 2**63 - 1
 FORM_OVERHEAD = 64 << 10  # multipart framing and the small fields, on top of the MIDI file
 JSON_BODY_LIMIT = 64 << 10
+# Replicas run BLAS single-threaded: batched steps are then exact whatever the batch (see batching.py),
+# and a replica does not oversubscribe its CPUs. TensorFlow keeps its own thread pools.
+REPLICA_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class Settings(BaseModel):
@@ -139,6 +142,9 @@ class Service:
         self.settings = settings
         specs = [parse_spec(s, "lstm") for s in settings.lstm] + [parse_spec(s, "vae") for s in settings.vae]
         self.registry = registry if registry is not None else Registry.load(specs)
+        if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+            logger.warning("musicgen serve: OPENBLAS_NUM_THREADS is not 1; batched results may differ in the "
+                           "last bits from unbatched ones (set it in the replica's runtime_env)")
         self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one generation at a time
         self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
         self._extend_batched.set_max_batch_size(settings.max_batch_size)
@@ -377,7 +383,8 @@ def make_app(service: Service):
     return app
 
 
-@serve.deployment(name="musicgen", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1},
+@serve.deployment(name="musicgen", max_ongoing_requests=64,
+                  ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}},
                   health_check_period_s=10, health_check_timeout_s=60)
 @serve.ingress()
 class MusicService:

@@ -1,29 +1,32 @@
 """Several extend requests continued in one batched, stateful LSTM generation.
 
-:func:`extend_batch` gives every job exactly the continuation that
-``extender.extend(job.roll, job.steps, job.temperature, job.seed)`` gives it alone, whatever it is
-batched with:
+:func:`extend_batch` gives every job the same continuation whatever it is batched with (same
+request and seed, same bytes):
 
-* each prompt is primed without padding: prompts of the same length are primed together, others
-  apart (``Extender.extend`` left-pads shorter prompts with silence, and the LSTM state after
-  silence + prompt is not the state after the prompt alone, so its result would depend on the
-  batch mates' lengths);
-* the generation steps then run batched, one network call per step for all jobs, each job with
-  its own random generator (``numpy.random.default_rng(seed)``), its own temperature, and its own
-  number of steps (the batch runs to the longest; shorter jobs are cut);
-* the per-step sampling and the note velocity are musicgen.lstm's own (``_sample``,
-  ``_mean_velocity``), so the server gives the same bytes as ``musicgen extend`` with that seed.
+* each prompt is primed alone (``Extender.extend`` left-pads shorter prompts of a batch with
+  silence, and the LSTM state after silence + prompt is not the state after the prompt alone;
+  priming is compute-bound anyway, batching it saves nothing);
+* the generation steps run batched, one ``Extender.step`` (numpy on the trained weights) per step
+  for all jobs, each job with its own random generator (``numpy.random.default_rng(seed)``), its
+  own temperature and its own number of steps (the batch runs to the longest; shorter jobs are
+  cut). The step always runs on a multiple of :data:`STEP_ROWS` rows, padded with silent rows:
+  BLAS sums a row's dot products in another order for a single row (gemv) or a few rows (small
+  kernels) than for a full block, and the last-bit difference can flip a sampled note. With
+  every batch on full blocks a row's arithmetic does not depend on its batch mates
+  (tests/test_serve.py checks it). This needs single-threaded BLAS (OPENBLAS_NUM_THREADS=1, which
+  the deployment sets): threads would split the rows into small blocks again;
+* sampling and note velocity are musicgen.lstm's own (``_sample``, ``_mean_velocity``).
 
-Batch-size independence of the network itself (a row's output does not depend on the other rows)
-holds for TensorFlow's CPU kernels (tests/test_serve.py checks it); GPU kernels may differ in the
-last bits between batch sizes, which can, rarely, flip a sampled note.
+``musicgen extend`` steps one row at a time, so its result equals the server's up to such
+last-bit differences (a sampled note flips with probability ~1e-7 per cell per step).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+STEP_ROWS = 16
 
 
 @dataclass
@@ -36,6 +39,11 @@ class ExtendJob:
     seed: int = 0
 
 
+def padded_rows(n: int) -> int:
+    """Rows the step runs on for ``n`` jobs: a positive multiple of STEP_ROWS."""
+    return max(1, -(-n // STEP_ROWS)) * STEP_ROWS
+
+
 def extend_batch(extender, jobs: list[ExtendJob]) -> list[np.ndarray]:
     """Continuations, (job.steps, 128) float32 each, of all ``jobs`` generated together."""
     from musicgen.lstm import _mean_velocity, _sample, features, n_features
@@ -43,37 +51,31 @@ def extend_batch(extender, jobs: list[ExtendJob]) -> list[np.ndarray]:
     if not jobs:
         return []
     cfg = extender.cfg
-    n = len(jobs)
+    n, rows = len(jobs), padded_rows(len(jobs))
     frames = [(np.asarray(j.roll) > 0).astype(np.float32) for j in jobs]
-    lengths = [len(f) for f in frames]
-    state = extender.zero_state(n)
+    state = extender.zero_state(rows)
     p_next = np.zeros((n, 128), np.float32)
 
-    # Prime: every prompt to its end, prompts of equal length in one call.
-    by_length = defaultdict(list)
-    for i, length in enumerate(lengths):
-        by_length[length].append(i)
-    for length, rows in by_length.items():
-        if length:
-            x = np.stack([features(frames[i], 0, cfg) for i in rows])
-        else:  # as Extender.extend: one silent frame
-            x = np.zeros((len(rows), 1, n_features(cfg)), np.float32)
-        probs, primed = extender._run(x, extender.zero_state(len(rows)))
-        p_next[rows] = probs[:, -1]
+    # Prime: every prompt alone, to its end.
+    for i, f in enumerate(frames):
+        x = features(f, 0, cfg)[None] if len(f) else np.zeros((1, 1, n_features(cfg)), np.float32)
+        probs, primed = extender._run(x, extender.zero_state(1))
+        p_next[i] = probs[0, -1]
         for s, p in zip(state, primed):
-            s[rows] = p
+            s[i] = p[0]
 
-    # Generate: one network call per step for the whole batch.
+    # Generate: one step for the whole (padded) batch at a time.
     steps = max(j.steps for j in jobs)
     rngs = [np.random.default_rng(j.seed) for j in jobs]
     velocity = np.array([_mean_velocity(j.roll) for j in jobs], np.float32)
     out = np.zeros((n, steps, 128), np.float32)
+    step_x = np.zeros((rows, n_features(cfg)), np.float32)
     for t in range(steps):
         frame = np.stack([_sample(p_next[i], jobs[i].temperature, rngs[i]) for i in range(n)])
         out[:, t] = frame * velocity[:, None]
         if t == steps - 1:
             break
-        step_x = np.stack([features(frame[i:i + 1], lengths[i] + t, cfg) for i in range(n)])
-        probs, state = extender._run(step_x, state)
-        p_next = probs[:, -1]
+        step_x[:n] = np.stack([features(frame[i:i + 1], len(frames[i]) + t, cfg)[0] for i in range(n)])
+        probs, state = extender.step(step_x, state)
+        p_next = probs[:n]
     return [out[i, :j.steps] for i, j in enumerate(jobs)]

@@ -27,6 +27,25 @@ def _absolute(spec):
     return RunSpec(spec.kind, path, spec.id)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """DataError now, rather than a proxy failing its health checks later, if host:port is taken."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise DataError(f"--port must be in 1..65535, not {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise DataError(f"--host {host!r}: {e.strerror or e}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise DataError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port") from None
+
+
 def settings_for(lstm_runs, vae_runs, **limits):
     """Checked :class:`musicgen_serve.app.Settings` for these runs (PATH or ID=PATH each); DataError with a
     one-line message for a missing run, a run of the wrong kind, a duplicate id or a bad limit."""
@@ -53,9 +72,12 @@ def settings_for(lstm_runs, vae_runs, **limits):
 def application(settings, *, replicas: int | str = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
                 max_ongoing_requests: int | None = None, autoscaling: dict | None = None):
     """The bound Serve application for ``settings`` with these deployment options."""
-    from .app import MusicService
+    from .app import REPLICA_ENV, MusicService
 
-    opts = {"ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
+    actor = {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(REPLICA_ENV)}}
+    if num_gpus:
+        actor["num_gpus"] = num_gpus
+    opts = {"ray_actor_options": actor,
             "max_ongoing_requests": max(max_ongoing_requests or 64, settings.max_batch_size)}
     if autoscaling:
         opts["autoscaling_config"] = autoscaling
@@ -74,6 +96,8 @@ def start(lstm_runs, vae_runs=(), host: str = "127.0.0.1", port: int = 8000, *, 
     timeout_s, max_batch_size, ...).
     """
     settings = settings_for(lstm_runs, vae_runs, **limits)
+    if not (ray_address or os.environ.get("RAY_ADDRESS")):
+        _check_port_free(host, int(port))
 
     from ray import serve
 

@@ -11,6 +11,8 @@ import glob
 import io
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -120,6 +122,48 @@ def test_run_specs_ids_and_registry_lookup():
     for bad in ("g", "../../etc/passwd", "/tmp/x", "s3://bucket/run", "A"):
         with pytest.raises(UnknownModel):
             reg.get("lstm", bad)
+
+
+def check_batch_independence():
+    """Prompts of other lengths, temperatures, step counts, and batches of 1, 3 and 17 jobs
+    (two padded blocks) leave a job's continuation bit for bit unchanged."""
+    from musicgen.config import LSTMConfig
+    from musicgen.lstm import Extender, build_model
+    from musicgen_serve.batching import ExtendJob, extend_batch, padded_rows
+
+    cfg = LSTMConfig(layers=2, units=64, window=16, dropout=0.0, steps_per_bar=16)
+    ext = Extender.from_training_model(cfg, build_model(cfg))
+    rng = np.random.default_rng(0)
+    rolls = [(rng.random((length, 128)) < 0.04).astype(np.float32) * 0.7 for length in (40, 7, 40, 65, 1)]
+    job = ExtendJob(rolls[0], 30, 1.3, 11)
+    alone = extend_batch(ext, [job])[0]
+    assert alone.shape == (30, 128) and alone.any()
+    mates = [ExtendJob(r, 10 + 7 * i, 0.5 + 0.4 * i, i) for i, r in enumerate(rolls[1:])]
+    assert np.array_equal(extend_batch(ext, [mates[0], job, mates[1]])[1], alone)
+    many = extend_batch(ext, [*(mates * 4)[:16], job])
+    assert np.array_equal(many[16], alone) and padded_rows(17) == 32
+    for got, m in zip(many, (mates * 4)[:16]):
+        assert got.shape == (m.steps, 128)
+    # What it rests on: on full blocks of rows a row's probabilities do not depend on the other
+    # rows or on its place (a single row, gemv, may differ in the last bits).
+    x = (rng.random((32, 144)) < 0.05).astype(np.float32)
+    state = [(rng.standard_normal(s.shape) * 0.3).astype(np.float32) for s in ext.zero_state(32)]
+    block, _ = ext.step(x[:16], [s[:16] for s in state])
+    both, _ = ext.step(x, state)
+    order = np.r_[1:21, 0, 21:32]  # row 0 moved to place 20
+    moved, _ = ext.step(x[order], [s[order] for s in state])
+    assert np.array_equal(block, both[:16]) and np.array_equal(moved[20], block[0])
+
+
+def test_a_job_continues_the_same_whatever_its_batch_mates():
+    if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
+        return check_batch_independence()
+    # As in a replica: single-threaded BLAS, set before numpy loads it.
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
+           "import test_serve; test_serve.check_batch_independence()"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
 
 
 def test_time_limit_gives_503():

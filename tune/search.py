@@ -5,8 +5,9 @@ overrides, and the trial's ``layers``, ``units``, ``learning_rate`` and ``dropou
 as a Ray Train ``TensorflowTrainer`` running :func:`musicgen.train.train_loop`. Ray Train's
 ``TuneReportCallback`` forwards each epoch's metrics to Tune, among them ``val_nll`` (nats per
 frame on the val split), which ``OptunaSearch`` minimises and ``ASHAScheduler`` uses to stop poor
-trials early. The trial function itself holds no CPU: its trainer's worker does (one CPU each,
-one CPU of the cluster left for Ray Data's reads), and concurrency is what the cluster holds.
+trials early. The trial function itself holds no CPU, its trainer's workers do (one CPU each, or
+one GPU), and as many trials run at once as the cluster holds. The train and val splits are read
+once, into Ray's object store, and shared by all the trials.
 
 What a search leaves in OUT (a folder or ``s3://...``):
 
@@ -77,9 +78,9 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     ray = ensure_ray(quiet=not progress)
     quiet_data_context()
     concurrency = concurrency_for(ray.cluster_resources(), spec["workers"], spec["gpu"], max_concurrent)
-    if not restoring:
-        _write_json(storage.join(out, SPEC), spec)  # everything is checked: the search starts here
     datasets = read_splits(spec["data"], manifest)
+    if not restoring:
+        _write_json(storage.join(out, SPEC), spec)  # everything is checked and read: the search starts
 
     tuner = make_tuner(spec, out, concurrency, restoring, progress, steps, datasets)
     try:
@@ -151,7 +152,10 @@ def param_space(space: dict) -> dict:
 
 
 def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | None = None) -> int:
-    """Trials that run at once: each holds ``workers`` CPUs (or GPUs); one CPU stays for Ray Data."""
+    """Trials that run at once: each holds ``workers`` CPUs (or GPUs).
+
+    The data is read before the search (:func:`read_splits`), so trials need no CPU for Ray Data.
+    """
     if gpu:
         fits = int(resources.get("GPU", 0)) // workers
         if fits < 1:
@@ -160,7 +164,7 @@ def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | N
         cpus = int(resources.get("CPU", 0))
         if workers > cpus:
             raise DataError(f"--workers {workers} is more than the cluster's {cpus} CPUs")
-        fits = max(1, (cpus - 1) // workers)
+        fits = cpus // workers
     return min(fits, requested) if requested else fits
 
 

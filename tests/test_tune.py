@@ -1,0 +1,142 @@
+"""`musicgen tune`: a real Optuna + ASHA search on Ray Tune (a local Ray), bad search spaces, resume."""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import pytest
+
+from musicgen.errors import DataError
+from musicgen.prepare import PrepareConfig, prepare
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `tune/` beside musicgen/
+from tune import add_arguments, main, run_search  # noqa: E402
+
+TRIALS = 4
+# a tiny budget: 2 epochs of 8 batches of 16 windows of 32 steps, small nets
+SMALL = dict(epochs=2, overrides=dict(window=32, batch_size=16, steps_per_epoch=8), layers=(1, 2),
+             units=(128, 256), progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_local, chorales, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("tune-ds") / "ds"
+    prepare(str(chorales), str(dest), PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
+    return str(dest)
+
+
+@pytest.fixture(scope="module")
+def search(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "search"
+    started = time.monotonic()
+    best = run_search(dataset, str(out), TRIALS, **SMALL)
+    return out, best, time.monotonic() - started
+
+
+def test_search_writes_the_best_config_and_its_score(search):
+    out, best, took = search
+    print(f"search of {TRIALS} trials: {took:.0f} s")
+    assert json.loads((out / "best.json").read_text()) == best
+    assert best["trials"] == TRIALS and best["metric"] == "val_nll" and best["errors"] == 0
+    assert math.isfinite(best["val_nll"]) and 0 < best["val_nll"] < 128
+    config = best["config"]
+    assert config["layers"] in (1, 2) and config["units"] in (128, 256)
+    assert 1e-4 <= config["learning_rate"] <= 1e-2 and 0 <= config["dropout"] <= 0.5
+    assert config["window"] == 32 and config["batch_size"] == 16 and config["epochs"] == 2
+    assert {k: config[k] for k in best["params"]} == best["params"]
+    from musicgen.config import from_dict
+    from_dict("lstm", config)  # a config `musicgen train` takes as it is
+
+    trials = json.loads((out / "trials.json").read_text())
+    assert len(trials) == TRIALS and len({t["trial"] for t in trials}) == TRIALS
+    assert all(t["val_nll"] is not None and 1 <= t["epochs"] <= 2 for t in trials)
+    assert best["val_nll"] == min(t["val_nll"] for t in trials) == trials[0]["val_nll"]
+    assert os.path.isdir(best["checkpoint"]) and "weights.h5" in os.listdir(best["checkpoint"])
+
+
+def test_every_trial_reports_val_nll_per_epoch_for_tensorboard(search):
+    out, best, _ = search
+    trial_dirs = [d for d in (out / "search").iterdir() if d.is_dir()]
+    assert len(trial_dirs) == TRIALS
+    for d in trial_dirs:
+        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(r["val_nll"] > 0 for r in rows)
+        assert list(d.glob("events.out.tfevents.*"))  # `tensorboard --logdir OUT/search`
+    events = next(p for d in trial_dirs for p in d.glob("events.out.tfevents.*"))
+    from tensorflow.compat.v1.train import summary_iterator
+
+    tags = {v.tag for e in summary_iterator(str(events)) for v in e.summary.value}
+    assert "ray/tune/val_nll" in tags
+
+
+def test_search_gives_the_cluster_back(search, ray_local):
+    """Trials stopped by ASHA leave no placement group holding CPUs behind."""
+    deadline = time.monotonic() + 30
+    while ray_local.available_resources().get("CPU", 0) < ray_local.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, ray_local.available_resources()
+        time.sleep(1)
+
+
+def test_resume_of_a_finished_search_restores_it_without_new_trials(search, dataset):
+    out, best, _ = search
+    trial_dirs = sorted(p.name for p in (out / "search").iterdir())
+    again = run_search(dataset, str(out), TRIALS, progress=False, resume=True)
+    assert again == best
+    assert sorted(p.name for p in (out / "search").iterdir()) == trial_dirs
+    with pytest.raises(DataError, match="already holds a finished search"):
+        run_search(dataset, str(out), TRIALS, **SMALL)
+
+
+@pytest.mark.parametrize("space, flag", [
+    (dict(units=(64, 256)), "--units-min"),
+    (dict(units=(128, 2048)), "--units-max"),
+    (dict(units=(128, 200)), "--units-max"),  # not a multiple of 128
+    (dict(units=(512, 256)), "--units-min"),  # min above max
+    (dict(layers=(0, 2)), "--layers-min"),
+    (dict(layers=(1, 4)), "--layers-max"),
+    (dict(learning_rate=(0.0, 1e-2)), "--lr-min"),
+    (dict(dropout=(0.0, 0.99)), "--dropout-max"),
+])
+def test_a_search_space_out_of_range_is_a_one_line_error_before_anything_starts(space, flag, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as e:
+        run_search(str(tmp_path / "no-dataset"), str(out), 4, **space)
+    assert flag in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists()
+
+
+def test_bad_counts_no_val_split_and_an_unfinished_search(dataset, chorales, tmp_path):
+    with pytest.raises(DataError, match="--trials"):
+        run_search(dataset, str(tmp_path / "a"), 0)
+    with pytest.raises(DataError, match="--max-concurrent"):
+        run_search(dataset, str(tmp_path / "a"), 2, max_concurrent=0)
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(chorales.glob("*.mid"))[:3]:
+        (few / p.name).write_bytes(p.read_bytes())
+    train_only = tmp_path / "train-only"
+    prepare(str(few), str(train_only), PrepareConfig(split=(1.0, 0.0, 0.0)), progress=False)
+    with pytest.raises(DataError, match="val split"):
+        run_search(str(train_only), str(tmp_path / "a"), 2)
+    assert not (tmp_path / "a").exists()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "tune.json").write_text("{}")
+    with pytest.raises(DataError, match="--resume"):
+        run_search(dataset, str(unfinished), 2)
+
+
+def test_command_line_flags(tmp_path):
+    parser = add_arguments(argparse.ArgumentParser(prog="musicgen tune"))
+    args = parser.parse_args(["lstm", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "out"),
+                              "--trials", "4", "--units-max", "2048"])
+    assert args.trials == 4 and args.units_max == 2048 and args.layers_min is None and not args.resume
+    with pytest.raises(DataError, match="--units-max 2048 is out of range"):
+        main(args)
+    args = parser.parse_args(["lstm", "--data", "ds", "--out", str(tmp_path / "out"), "--layers-max", "4"])
+    with pytest.raises(DataError, match="--layers-max"):
+        main(args)
+    assert not (tmp_path / "out").exists()
