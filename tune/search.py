@@ -371,7 +371,8 @@ def finish(results, spec: dict, out: str) -> dict:
 def _summary(result) -> dict:
     """One trial: its params, its best epoch's val_nll (None if it never reported), status."""
     trial = (result.metrics or {}).get("trial_id") or os.path.basename(str(result.path))
-    params = {k: result.config[k] for k in LIMITS if k in result.config}
+    config = result.config or {}  # None for a trial that failed to start
+    params = {k: config[k] for k in LIMITS if k in config}
     row = {"trial": trial, "params": params, METRIC: None, "epoch": None, "epochs": 0, "checkpoint": None,
            "status": "error" if result.error else "ok"}
     frame = result.metrics_dataframe
