@@ -163,6 +163,14 @@ def cmd_generate(args):
     print(f"{len(rolls)} pieces in {args.out}")
 
 
+def cmd_serve(args):
+    from musicgen_serve import run  # the Ray Serve application in serve/
+
+    limits = {"max_upload_bytes": args.max_upload_bytes} if args.max_upload_bytes else {}
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    run([args.lstm_run, *args.lstm], [args.vae_run, *args.vae], args.host, args.port, **limits)
+
+
 def cmd_tune(args):
     from musicgen_tune import main as tune_main  # the Ray Tune application in tune/
 
@@ -243,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune_arguments(c)
     c.set_defaults(func=cmd_tune)
+
+    c = sub.add_parser("serve", help="HTTP inference (Ray Serve): /v1/extend, /v1/generate, /v1/models, a page at /")
+    c.add_argument("lstm_run", help="trained LSTM run (folder or s3://), the default for /v1/extend")
+    c.add_argument("vae_run", help="trained VAE run, the default for /v1/generate")
+    c.add_argument("--lstm", action="append", default=[], metavar="[ID=]RUN", help="another LSTM version (repeatable)")
+    c.add_argument("--vae", action="append", default=[], metavar="[ID=]RUN", help="another VAE version (repeatable)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=_positive, default=8000)
+    c.add_argument("--max-upload-bytes", type=_positive, help="largest prompt upload (default 1 MB)")
+    c.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")
     c.add_argument("run", help="a trained run (folder or s3://)")

@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicgen.generate import MAX_STEPS
 
-from .batching import ExtendJob, extend_batch
+from .batching import STEP_ROWS, ExtendJob, extend_batch
 from .limits import BodyLimit
 from .registry import Registry, UnknownModel, parse_spec
 
@@ -156,16 +156,16 @@ class Service:
     async def _extend_batched(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
         return await asyncio.get_running_loop().run_in_executor(self._compute, self._run_batch, items)
 
-    @staticmethod
-    def _run_batch(items: list[tuple]) -> list[tuple[np.ndarray, int]]:
+    def _run_batch(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
         """(continuation, size of the batch it was generated in) per item; one batch per model."""
+        block = STEP_ROWS if self.settings.max_batch_size > 1 else 1  # see batching.py
         by_model = defaultdict(list)
         for i, (model, _) in enumerate(items):
             by_model[model.id].append(i)
         out: list = [None] * len(items)
         for rows in by_model.values():
             extender = items[rows[0]][0].model
-            for i, cont in zip(rows, extend_batch(extender, [items[i][1] for i in rows])):
+            for i, cont in zip(rows, extend_batch(extender, [items[i][1] for i in rows], block)):
                 out[i] = (cont, len(rows))
         return out
 

@@ -17,8 +17,9 @@ request and seed, same bytes):
   the deployment sets): threads would split the rows into small blocks again;
 * sampling and note velocity are musicgen.lstm's own (``_sample``, ``_mean_velocity``).
 
-``musicgen extend`` steps one row at a time, so its result equals the server's up to such
-last-bit differences (a sampled note flips with probability ~1e-7 per cell per step).
+``musicgen extend`` steps one row at a time, so its result equals a batching server's up to such
+last-bit differences (a sampled note flips with probability ~1e-7 per cell per step); a server
+that does not batch (``max_batch_size=1``) steps one row too and gives exactly its bytes.
 """
 from __future__ import annotations
 
@@ -39,19 +40,23 @@ class ExtendJob:
     seed: int = 0
 
 
-def padded_rows(n: int) -> int:
-    """Rows the step runs on for ``n`` jobs: a positive multiple of STEP_ROWS."""
-    return max(1, -(-n // STEP_ROWS)) * STEP_ROWS
+def padded_rows(n: int, block: int = STEP_ROWS) -> int:
+    """Rows the step runs on for ``n`` jobs: a positive multiple of ``block``."""
+    return max(1, -(-n // block)) * block
 
 
-def extend_batch(extender, jobs: list[ExtendJob]) -> list[np.ndarray]:
-    """Continuations, (job.steps, 128) float32 each, of all ``jobs`` generated together."""
+def extend_batch(extender, jobs: list[ExtendJob], block: int = STEP_ROWS) -> list[np.ndarray]:
+    """Continuations, (job.steps, 128) float32 each, of all ``jobs`` generated together.
+
+    ``block=1`` (no padding) is for a deployment that never batches: every step then has one row,
+    as in ``musicgen extend``, whose result it equals exactly.
+    """
     from musicgen.lstm import _mean_velocity, _sample, features, n_features
 
     if not jobs:
         return []
     cfg = extender.cfg
-    n, rows = len(jobs), padded_rows(len(jobs))
+    n, rows = len(jobs), padded_rows(len(jobs), block)
     frames = [(np.asarray(j.roll) > 0).astype(np.float32) for j in jobs]
     state = extender.zero_state(rows)
     p_next = np.zeros((n, 128), np.float32)

@@ -345,8 +345,8 @@ def _release_orphans_callback():
 
 def finish(results, spec: dict, out: str) -> dict:
     """trials.json and best.json from a finished search; an error if it was cut short."""
-    done = results.num_terminated + results.num_errors
-    if done < len(results) or len(results) < spec["trials"]:
+    done = _finished_trials(storage.join(out, EXPERIMENT))
+    if done < spec["trials"]:
         raise MusicgenError(f"{out}: search interrupted after {done} of {spec['trials']} trials "
                             "(continue it with --resume)")
     rows = [_summary(r) for r in results]
@@ -366,6 +366,17 @@ def finish(results, spec: dict, out: str) -> dict:
     _write_json(storage.join(out, TRIALS), sorted(rows, key=lambda r: (r[METRIC] is None, r[METRIC] or 0)))
     _write_json(storage.join(out, BEST), best)
     return best
+
+
+def _finished_trials(experiment: str) -> int:
+    """Trials finished (or failed) by the experiment state Tune saved last.
+
+    An interrupted fit() returns as if its running trials had ended; the state saved before that
+    has them running, so that ``Tuner.restore`` continues them.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    return sum(t.status in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(experiment).trials)
 
 
 def _summary(result) -> dict:
