@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicgen.generate import MAX_STEPS
 
-from .batching import STEP_ROWS, ExtendJob, extend_batch
+from .batching import ExtendJob, exact_block, extend_batch
 from .limits import BodyLimit
 from .registry import Registry, UnknownModel, parse_spec
 
@@ -143,8 +143,11 @@ class Service:
         specs = [parse_spec(s, "lstm") for s in settings.lstm] + [parse_spec(s, "vae") for s in settings.vae]
         self.registry = registry if registry is not None else Registry.load(specs)
         if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
-            logger.warning("musicgen serve: OPENBLAS_NUM_THREADS is not 1; batched results may differ in the "
-                           "last bits from unbatched ones (set it in the replica's runtime_env)")
+            logger.warning("musicgen serve: OPENBLAS_NUM_THREADS is not 1; BLAS threads make the step slower "
+                           "and its exact block larger (set it in the replica's runtime_env)")
+        for m in self.registry.models.values():  # rows per padded block of a batched step (batching.py)
+            if m.kind == "lstm":
+                m.block = exact_block(m.model, settings.max_batch_size)
         self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one generation at a time
         self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
         self._extend_batched.set_max_batch_size(settings.max_batch_size)
@@ -158,14 +161,13 @@ class Service:
 
     def _run_batch(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
         """(continuation, size of the batch it was generated in) per item; one batch per model."""
-        block = STEP_ROWS if self.settings.max_batch_size > 1 else 1  # see batching.py
         by_model = defaultdict(list)
         for i, (model, _) in enumerate(items):
             by_model[model.id].append(i)
         out: list = [None] * len(items)
         for rows in by_model.values():
-            extender = items[rows[0]][0].model
-            for i, cont in zip(rows, extend_batch(extender, [items[i][1] for i in rows], block)):
+            model = items[rows[0]][0]
+            for i, cont in zip(rows, extend_batch(model.model, [items[i][1] for i in rows], model.block)):
                 out[i] = (cont, len(rows))
         return out
 

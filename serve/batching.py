@@ -9,12 +9,14 @@ request and seed, same bytes):
 * the generation steps run batched, one ``Extender.step`` (numpy on the trained weights) per step
   for all jobs, each job with its own random generator (``numpy.random.default_rng(seed)``), its
   own temperature and its own number of steps (the batch runs to the longest; shorter jobs are
-  cut). The step always runs on a multiple of :data:`STEP_ROWS` rows, padded with silent rows:
-  BLAS sums a row's dot products in another order for a single row (gemv) or a few rows (small
-  kernels) than for a full block, and the last-bit difference can flip a sampled note. With
-  every batch on full blocks a row's arithmetic does not depend on its batch mates
-  (tests/test_serve.py checks it). This needs single-threaded BLAS (OPENBLAS_NUM_THREADS=1, which
-  the deployment sets): threads would split the rows into small blocks again;
+  cut). The step runs on a multiple of a block of rows, padded with silent rows: BLAS sums a
+  row's dot products in another order for a single row (gemv) or a few rows (other kernels) than
+  for a larger block, and a last-bit difference can flip a sampled note. :func:`exact_block`
+  finds, per model at start-up, the smallest block with which every row gets the same bits
+  whatever the batch size and its place in the batch (on this project's 2-core AMD machine: 2 rows
+  for the tiny preset, 8 for the paper preset). This needs single-threaded BLAS
+  (OPENBLAS_NUM_THREADS=1, which the deployment sets): threads would split the rows into other
+  blocks;
 * sampling and note velocity are musicgen.lstm's own (``_sample``, ``_mean_velocity``).
 
 ``musicgen extend`` steps one row at a time, so its result equals a batching server's up to such
@@ -27,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STEP_ROWS = 16
+STEP_ROWS = 16  # the block when none is measured
+BLOCKS = (1, 2, 4, 8, 16, 32)  # candidates of exact_block
 
 
 @dataclass
@@ -45,11 +48,41 @@ def padded_rows(n: int, block: int = STEP_ROWS) -> int:
     return max(1, -(-n // block)) * block
 
 
+def exact_block(extender, max_jobs: int, seed: int = 0) -> int:
+    """Smallest block of :data:`BLOCKS` with which ``extender.step`` gives a row the same bits in
+    every batch of 1..``max_jobs`` jobs padded to whole blocks, wherever the row sits.
+
+    The order of a BLAS kernel's sums depends on the shapes and the thread count, not on the data,
+    so random inputs show any difference (with overwhelming probability).
+    """
+    from musicgen.lstm import n_features
+
+    if max_jobs <= 1:
+        return 1
+    rng = np.random.default_rng(seed)
+    for block in BLOCKS:
+        top = padded_rows(max_jobs, block)
+        x = (rng.random((top, n_features(extender.cfg))) < 0.1).astype(np.float32)
+        state = [(rng.standard_normal(s.shape) * 0.5).astype(np.float32) for s in extender.zero_state(top)]
+        ref = extender.step(x, state)
+        flipped = extender.step(x[::-1], [s[::-1] for s in state])
+        same = all(np.array_equal(a[::-1], b) for a, b in zip([flipped[0], *flipped[1]], [ref[0], *ref[1]]))
+        for m in range(block, top, block):
+            if not same:
+                break
+            p, st = extender.step(x[:m], [s[:m] for s in state])
+            same = all(np.array_equal(a, b[:m]) for a, b in zip([p, *st], [ref[0], *ref[1]]))
+        if same:
+            return block
+    return STEP_ROWS
+
+
 def extend_batch(extender, jobs: list[ExtendJob], block: int = STEP_ROWS) -> list[np.ndarray]:
     """Continuations, (job.steps, 128) float32 each, of all ``jobs`` generated together.
 
-    ``block=1`` (no padding) is for a deployment that never batches: every step then has one row,
-    as in ``musicgen extend``, whose result it equals exactly.
+    The step runs on a multiple of ``block`` rows (see :func:`exact_block`). ``block=1`` (no
+    padding) is for a deployment that never batches: every step then has one row, as in
+    ``musicgen extend``, whose result it equals exactly.
     """
     from musicgen.lstm import _mean_velocity, _sample, features, n_features
 

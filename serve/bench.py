@@ -1,13 +1,15 @@
 """Benchmark: extend requests per second with and without batching, over real HTTP on 127.0.0.1.
 
-    python -m musicgen_serve.bench RUN_LSTM [--prompt PROMPT.mid] [--concurrency 16] [--requests 64] [--steps 32]
+    python -m musicgen_serve.bench RUN_LSTM [--prompt PROMPT.mid] [--concurrency 16] [--requests 64]
+                                   [--steps 64] [--rounds 3] [--out results.json]
 
-Deploys the application twice on a local Ray (or RAY_ADDRESS), once with ``max_batch_size=1``
-(every request generated on its own) and once with ``max_batch_size=--concurrency``, and sends
-the same ``--requests`` POST /v1/extend requests (one prompt, seeds 0..N-1) from ``--concurrency``
-client threads, after a warm-up round. Prints requests/s, p50/p99 latency and the mean batch size
-per mode, checks that a request's bytes do not depend on batching, and writes JSON with
-``--out``.
+Deploys the application twice side by side on a local Ray (or RAY_ADDRESS), at /unbatched with
+``max_batch_size=1`` (every request generated on its own, one row per step, as ``musicgen
+extend``) and at /batched with ``max_batch_size=--concurrency``, one replica each. After a
+warm-up it sends ``--requests`` POST /v1/extend requests (one prompt, seeds 0..N-1) from
+``--concurrency`` client threads to each, alternating the two ``--rounds`` times (ABBAAB...) so
+that a change in the machine's load hits both alike. Prints the median requests/s over the rounds,
+p50/p99 latency over all requests and the mean batch size per mode, and writes JSON with ``--out``.
 """
 from __future__ import annotations
 
@@ -71,19 +73,20 @@ def measure(base: str, prompt: bytes, requests: int, concurrency: int, steps: in
             "p50_s": round(float(np.percentile(latencies, 50)), 3),
             "p99_s": round(float(np.percentile(latencies, 99)), 3),
             "mean_batch": round(float(np.mean([r[2] for r in results])), 2),
-            "_bytes": {i: r[1] for i, r in enumerate(results)}}
+            "_latencies": latencies, "_bytes": {i: r[1] for i, r in enumerate(results)}}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m musicgen_serve.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a trained LSTM run (folder or s3://)")
-    p.add_argument("--prompt", help="prompt MIDI file (default: a built-in four-bar cadence)")
+    p.add_argument("--prompt", help="prompt MIDI file (default: a built-in four-bar cadence, 64 steps)")
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--requests", type=int, default=64)
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    p.add_argument("--requests", type=int, default=64, help="requests per mode and round")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-wait", type=float, default=0.01, help="batch_wait_timeout_s of the batched mode")
-    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved by the replica")
+    p.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved by each replica")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
 
@@ -103,29 +106,46 @@ def main(argv=None) -> int:
     prompt = _prompt_bytes(args.prompt)
     ensure_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    base = f"http://127.0.0.1:{port}"
-    results = {}
+    modes = {"unbatched": 1, "batched": args.concurrency}
+    rounds: dict[str, list] = {m: [] for m in modes}
+    outputs = {}
     try:
-        for mode, batch in (("unbatched", 1), ("batched", args.concurrency)):
+        for mode, batch in modes.items():
             settings = settings_for([args.run], [], max_batch_size=batch,
                                     batch_wait_timeout_s=args.batch_wait if batch > 1 else 0.0)
-            serve.run(application(settings, num_cpus=args.num_cpus, max_ongoing_requests=max(64, 2 * args.concurrency)),
-                      name="musicgen-bench", route_prefix="/")
-            results[mode] = measure(base, prompt, args.requests, args.concurrency, args.steps)
-            print(f"{mode:>9}: {results[mode]['requests_per_s']:.2f} req/s, p50 {results[mode]['p50_s']:.2f} s, "
-                  f"p99 {results[mode]['p99_s']:.2f} s, mean batch {results[mode]['mean_batch']}", flush=True)
+            app = application(settings, num_cpus=args.num_cpus, max_ongoing_requests=max(64, 2 * args.concurrency))
+            serve.run(app, name=f"bench-{mode}", route_prefix=f"/{mode}")
+        for r in range(args.rounds):
+            for mode in (modes if r % 2 == 0 else reversed(list(modes))):
+                res = measure(f"http://127.0.0.1:{port}/{mode}", prompt, args.requests, args.concurrency, args.steps)
+                outputs.setdefault(mode, res.pop("_bytes"))
+                rounds[mode].append(res)
+                print(f"round {r + 1} {mode:>9}: {res['requests_per_s']:.2f} req/s, p50 {res['p50_s']:.2f} s, "
+                      f"p99 {res['p99_s']:.2f} s, mean batch {res['mean_batch']}", flush=True)
     finally:
         serve.shutdown()
-    same = results["unbatched"].pop("_bytes") == results["batched"].pop("_bytes")
-    speedup = results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"]
-    summary = {**results, "speedup": round(speedup, 2), "same_bytes_batched_and_unbatched": same,
-               "run": args.run, "prompt": args.prompt or "built-in 64-step cadence", "batch_wait_s": args.batch_wait,
-               "cpus": os.cpu_count(), "load_average": os.getloadavg()}
-    print(f"  speedup: {speedup:.2f}x (target >= 3x); same bytes batched and unbatched: {same}")
+    summary = {}
+    for mode, rs in rounds.items():
+        latencies = np.concatenate([r["_latencies"] for r in rs])
+        summary[mode] = {"requests_per_s": round(float(np.median([r["requests_per_s"] for r in rs])), 2),
+                         "p50_s": round(float(np.percentile(latencies, 50)), 3),
+                         "p99_s": round(float(np.percentile(latencies, 99)), 3),
+                         "mean_batch": round(float(np.mean([r["mean_batch"] for r in rs])), 2),
+                         "rounds": [{k: v for k, v in r.items() if k != "_latencies"} for r in rs]}
+    same = outputs["unbatched"] == outputs["batched"]
+    speedup = summary["batched"]["requests_per_s"] / summary["unbatched"]["requests_per_s"]
+    for mode, m in summary.items():
+        print(f"{mode:>9}: {m['requests_per_s']:.2f} req/s (median of {args.rounds}), p50 {m['p50_s']:.2f} s, "
+              f"p99 {m['p99_s']:.2f} s, mean batch {m['mean_batch']}")
+    print(f"  speedup: {speedup:.2f}x; same bytes batched and unbatched: {same}")
+    result = {**summary, "speedup": round(speedup, 2), "same_bytes_batched_and_unbatched": same,
+              "run": args.run, "prompt": args.prompt or "built-in 64-step cadence", "steps": args.steps,
+              "concurrency": args.concurrency, "requests_per_round": args.requests, "batch_wait_s": args.batch_wait,
+              "cpus": os.cpu_count(), "load_average_after": os.getloadavg()}
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(summary, f, indent=1)
-    return 0 if same else 1
+            json.dump(result, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -50,7 +50,10 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        limit = int(self.limit_for(scope.get("path", "")))
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a route prefix: limits are per app route
+            path = path[len(root):]
+        limit = int(self.limit_for(path))
         length = None
         for name, value in scope.get("headers") or []:
             if name.lower() == b"content-length":

@@ -105,6 +105,7 @@ class Model:
     info: dict  # the run's model/config.json
     metrics: dict = field(default_factory=dict)
     default: bool = False
+    block: int = 1  # LSTM: rows per padded block of a batched step (musicgen_serve.batching.exact_block)
 
     @property
     def steps_per_beat(self) -> int:
@@ -114,7 +115,7 @@ class Model:
         cfg = self.info.get("config", {})
         return {"id": self.id, "kind": self.kind, "default": self.default,
                 "metrics": self.metrics.get("best", {}), "epochs": self.metrics.get("epochs"),
-                "steps_per_beat": self.steps_per_beat,
+                "steps_per_beat": self.steps_per_beat, **({"batch_block": self.block} if self.kind == "lstm" else {}),
                 "config": {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}}
 
 

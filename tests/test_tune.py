@@ -5,7 +5,6 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -14,8 +13,9 @@ import pytest
 from musicgen.errors import DataError, MusicgenError
 from musicgen.prepare import PrepareConfig, prepare
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `tune/` beside musicgen/
-from tune import add_arguments, main, run_search  # noqa: E402
+from musicgen_tune import add_arguments, main, run_search  # tune/, installed as musicgen_tune
+
+from conftest import run_cli
 
 TRIALS = 4
 # a tiny budget: 2 epochs of 8 batches of 16 windows of 32 steps, small nets
@@ -83,6 +83,7 @@ def test_search_writes_the_best_config_and_its_score(search):
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == TRIALS and len({t["trial"] for t in trials}) == TRIALS
     assert all(t["val_nll"] is not None and 1 <= t["epochs"] <= 2 for t in trials)
+    assert {t["status"] for t in trials} <= {"done", "stopped early"}  # ASHA may stop the poor ones
     assert best["val_nll"] == min(t["val_nll"] for t in trials) == trials[0]["val_nll"]
     assert os.path.isdir(best["checkpoint"]) and "weights.h5" in os.listdir(best["checkpoint"])
 
@@ -113,15 +114,11 @@ def test_search_gives_the_cluster_back(search, ray_local):
         time.sleep(1)
 
 
-def test_resume_of_a_finished_search_restores_it_without_new_trials(search, dataset):
+def test_resume_of_a_finished_search_returns_its_best_without_new_trials(search, dataset):
     out, best, _ = search
-    def trial_dirs():
-        return sorted(p.name for p in (out / "search").iterdir() if p.is_dir())
-
-    before = trial_dirs()
-    again = run_search(dataset, str(out), TRIALS, progress=False, resume=True)  # Tuner.restore
-    assert again == best
-    assert trial_dirs() == before and len(before) == TRIALS
+    trial_dirs = sorted(p.name for p in (out / "search").iterdir() if p.is_dir())
+    assert run_search(dataset, str(out), TRIALS, progress=False, resume=True) == best
+    assert sorted(p.name for p in (out / "search").iterdir() if p.is_dir()) == trial_dirs
     with pytest.raises(DataError, match="already holds a finished search"):
         run_search(dataset, str(out), TRIALS, **SMALL)
 
@@ -176,3 +173,12 @@ def test_command_line_flags(tmp_path):
     with pytest.raises(DataError, match="--layers-max"):
         main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_refuses_a_space_out_of_range_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("tune", "lstm", "--data", tmp_path / "ds", "--out", out, "--trials", 4, "--units-max", 2048)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "musicgen tune: error: --units-max 2048 is out of range: units must be a multiple of 128 from 128 to 1024"]
+    assert not out.exists()

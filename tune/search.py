@@ -50,13 +50,16 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     ``layers``, ``units``, ``learning_rate`` and ``dropout`` narrow the search: (min, max), either
     end None for the default (:data:`DEFAULT_SPACE`), within :data:`LIMITS`. ``overrides`` sets
     other fields of the preset (``window``, ``batch_size``, ``steps_per_epoch``...). ``resume``
-    continues the search in OUT (``Tuner.restore``) with the settings it was started with.
+    continues the search in OUT (``Tuner.restore``) with the settings it was started with; for a
+    finished search it returns its best.json as it is.
     """
     out = _abs(out)
     data = _abs(data)
     experiment = storage.join(out, EXPERIMENT)
     spec = _read_spec(out)
     restoring = False
+    if resume and spec is not None and _is_file(storage.join(out, BEST)):
+        return json.loads(storage.read_bytes(storage.join(out, BEST)))  # finished: nothing to resume
     if resume and spec is not None:
         from ray.tune import Tuner
 
@@ -77,6 +80,8 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
 
     ray = ensure_ray(quiet=not progress)
     quiet_data_context()
+    if os.environ.get("MUSICGEN_DASHBOARD"):
+        _print_dashboard()
     concurrency = concurrency_for(ray.cluster_resources(), spec["workers"], spec["gpu"], max_concurrent)
     datasets = read_splits(spec["data"], manifest)
     if not restoring:
@@ -152,7 +157,7 @@ def param_space(space: dict) -> dict:
 
 
 def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | None = None) -> int:
-    """Trials that run at once: each holds ``workers`` CPUs (or GPUs).
+    """Trials that run at once (at most ``requested``): each holds ``workers`` CPUs (or GPUs).
 
     The data is read before the search (:func:`read_splits`), so trials need no CPU for Ray Data.
     """
@@ -174,8 +179,8 @@ def read_splits(data: str, manifest: dict) -> dict:
 
     from musicgen.dataset import shard_paths
 
-    return {split: ray.data.read_parquet(shard_paths(data, split, manifest), columns=["steps", "width", "roll"])
-            .materialize() for split in ("train", "val")}
+    return {split: ray.data.read_parquet(shard_paths(data, split, manifest))
+            .select_columns(["steps", "width", "roll"]).materialize() for split in ("train", "val")}
 
 
 def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress: bool, steps: dict,
@@ -185,8 +190,8 @@ def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress
     from ray.tune.search.optuna import OptunaSearch
 
     trial_spec = {**spec, "plan": steps, "storage": storage.join(out, TRIALS_DIR)}
-    # The trial function only drives its trainer: no CPU of its own, or it would starve the trainer's
-    # workers and Ray Data's reads (Tune needs some resource for it: a little memory).
+    # The trial function only drives its trainer: no CPU of its own, which its trainer's workers need
+    # (Tune needs some resource for it: a little memory).
     trainable = tune.with_resources(tune.with_parameters(_trial, spec=trial_spec, datasets=datasets),
                                     TRIAL_RESOURCES)
     if restoring:
@@ -349,7 +354,7 @@ def finish(results, spec: dict, out: str) -> dict:
     if done < spec["trials"]:
         raise MusicgenError(f"{out}: search interrupted after {done} of {spec['trials']} trials "
                             "(continue it with --resume)")
-    rows = [_summary(r) for r in results]
+    rows = [_summary(r, spec["epochs"]) for r in results]
     scored = [r for r in rows if r[METRIC] is not None]
     if not scored:
         errors = [e for e in results.errors if e]
@@ -379,19 +384,19 @@ def _finished_trials(experiment: str) -> int:
     return sum(t.status in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(experiment).trials)
 
 
-def _summary(result) -> dict:
-    """One trial: its params, its best epoch's val_nll (None if it never reported), status."""
+def _summary(result, epochs: int) -> dict:
+    """One trial: params, its best epoch's val_nll (None if it never reported), status."""
     trial = (result.metrics or {}).get("trial_id") or os.path.basename(str(result.path))
     config = result.config or {}  # None for a trial that failed to start
     params = {k: config[k] for k in LIMITS if k in config}
-    row = {"trial": trial, "params": params, METRIC: None, "epoch": None, "epochs": 0, "checkpoint": None,
-           "status": "error" if result.error else "ok"}
+    row = {"trial": trial, "params": params, METRIC: None, "epoch": None, "epochs": 0, "checkpoint": None}
     frame = result.metrics_dataframe
     if frame is not None and METRIC in frame and frame[METRIC].notna().any():
         at = frame[METRIC].idxmin()
         row.update({METRIC: float(frame[METRIC][at]), "epoch": int(frame["epoch"][at]),
                     "epochs": int(frame["epoch"].max()),
                     "checkpoint": frame["checkpoint_path"][at] if "checkpoint_path" in frame else None})
+    row["status"] = "error" if result.error else "done" if row["epochs"] >= epochs else "stopped early"
     return row
 
 
@@ -460,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--layers-max", type=int, help=f"most LSTM layers searched (1-3, default {lo[1]})")
     p.add_argument("--units-min", type=int, help=f"fewest units searched (multiple of 128, default {hi[0]})")
     p.add_argument("--units-max", type=int, help=f"most units searched (multiple of 128 up to 1024, default {hi[1]})")
-    p.add_argument("--lr-min", type=float, help="lowest learning rate (log-uniform, default 1e-4)")
+    p.add_argument("--lr-min", type=float, help="lowest learning rate (log-uniform, 1e-5 to 0.1, default 1e-4)")
     p.add_argument("--lr-max", type=float, help="highest learning rate (default 1e-2)")
     p.add_argument("--dropout-min", type=float, help="lowest dropout (default 0)")
     p.add_argument("--dropout-max", type=float, help="highest dropout (0-0.9, default 0.5)")
@@ -486,8 +491,6 @@ def main(args) -> dict:
     for flag, value in (("--window", args.window), ("--batch-size", args.batch_size),
                         ("--steps-per-epoch", args.steps_per_epoch)):
         _check_count(flag, value, allow_none=True)
-    if args.dashboard:
-        _print_dashboard()
     best = run_search(args.data, args.out, args.trials, epochs=args.epochs, base_preset=args.preset,
                       overrides=overrides, layers=(args.layers_min, args.layers_max),
                       units=(args.units_min, args.units_max), learning_rate=(args.lr_min, args.lr_max),
@@ -501,9 +504,6 @@ def main(args) -> dict:
 
 
 def _print_dashboard():
-    from musicgen.runtime import ensure_ray
-
-    ray = ensure_ray(quiet=False)
     try:
         from ray._private.worker import get_dashboard_url
 
