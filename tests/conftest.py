@@ -79,6 +79,16 @@ def ray_local(s3_env):
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def dataset(ray_local, chorales, tmp_path_factory):
+    """The chorales prepared once (70/15/15 split) for the tests that train on them; read-only."""
+    from musicgen.prepare import PrepareConfig, prepare
+
+    dest = tmp_path_factory.mktemp("ds") / "ds"
+    prepare(str(chorales), str(dest), PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
+    return str(dest)
+
+
 def run_cli(*args, env=None, timeout=600):
     """Run ``musicgen ARGS`` in a subprocess (its own Ray); returns the CompletedProcess."""
     exe = shutil.which("musicgen") or os.path.join(os.path.dirname(sys.executable), "musicgen")

@@ -15,13 +15,6 @@ SMALL_VAE = dict(epochs=2, batch_size=16)
 
 
 @pytest.fixture(scope="module")
-def dataset(ray_local, chorales, tmp_path_factory):
-    dest = tmp_path_factory.mktemp("ds") / "ds"
-    prepare(str(chorales), str(dest), PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
-    return str(dest)
-
-
-@pytest.fixture(scope="module")
 def lstm_run(dataset, tmp_path_factory):
     from musicgen.train import train
 

@@ -24,13 +24,6 @@ SMALL = dict(epochs=2, overrides=dict(window=32, batch_size=16, steps_per_epoch=
 
 
 @pytest.fixture(scope="module")
-def dataset(ray_local, chorales, tmp_path_factory):
-    dest = tmp_path_factory.mktemp("tune-ds") / "ds"
-    prepare(str(chorales), str(dest), PrepareConfig(split=(0.7, 0.15, 0.15)), progress=False)
-    return str(dest)
-
-
-@pytest.fixture(scope="module")
 def search(dataset, tmp_path_factory):
     """A search interrupted (as by Ctrl+C) after its first epoch, then resumed to its end."""
     out = tmp_path_factory.mktemp("tune") / "search"
