@@ -90,19 +90,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
 
-    import socket
-
     from ray import serve
 
     from musicgen.runtime import ensure_ray
 
-    from .runner import application, settings_for
+    from .runner import application, pick_port, settings_for
 
-    port = args.port
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    port = args.port or pick_port()
     prompt = _prompt_bytes(args.prompt)
     ensure_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

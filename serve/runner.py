@@ -27,6 +27,24 @@ def _absolute(spec):
     return RunSpec(spec.kind, path, spec.id)
 
 
+def pick_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port that is free now, from 20000-32767: outside Linux's ephemeral range (32768-60999),
+    which outgoing connections take ports from while Serve's proxy starts, and Ray's worker ports
+    (10002-19999). For tests and benchmarks; a service is given its --port."""
+    import random
+    import socket
+
+    for _ in range(tries):
+        port = random.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise DataError(f"no free port on {host} in 20000-32767")
+
+
 def _check_port_free(host: str, port: int) -> None:
     """DataError now, rather than a proxy failing its health checks later, if host:port is taken."""
     import socket

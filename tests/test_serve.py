@@ -282,30 +282,30 @@ def test_generate_one_midi_or_a_zip(server):
 
 def test_every_bad_request_gets_a_4xx_json_error_and_the_service_stays_up(server, prompts):
     prompt = prompts[0]
-    bad = {
-        "not midi": multipart("midi", "x.mid", b"not midi at all"),
-        "truncated": multipart("midi", "x.mid", prompt[: len(prompt) // 2]),
-        "negative steps": multipart("midi", "p.mid", prompt, {"steps": "-5"}),
-        "huge steps": multipart("midi", "p.mid", prompt, {"steps": "100000000"}),
-        "steps not a number": multipart("midi", "p.mid", prompt, {"steps": "many"}),
-        "nan temperature": multipart("midi", "p.mid", prompt, {"temperature": "nan"}),
-        "inf temperature": multipart("midi", "p.mid", prompt, {"temperature": "inf"}),
-        "zero temperature": multipart("midi", "p.mid", prompt, {"temperature": "0"}),
-        "negative seed": multipart("midi", "p.mid", prompt, {"seed": "-1"}),
-        "path as model": multipart("midi", "p.mid", prompt, {"model": "../../etc/passwd"}),
-        "8 MB upload": multipart("midi", "big.mid", b"MThd" + os.urandom(8 * 1024 * 1024)),
-        "no notes": multipart("midi", "e.mid", bytes.fromhex("4d546864000000060000000101e04d54726b0000000400ff2f00")),
-        "no file": (b"", "multipart/form-data; boundary=x"),
-        "file as text field": (f'--b\r\nContent-Disposition: form-data; name="midi"\r\n\r\nabc\r\n--b--\r\n'.encode(),
-                               "multipart/form-data; boundary=b"),
-        "garbage multipart": (b"garbage", "multipart/form-data; boundary=xyz"),
-        "json to extend": (b'{"n": 1}', "application/json"),
+    bad = {  # name: (body, content type, status)
+        "not midi": (*multipart("midi", "x.mid", b"not midi at all"), 400),
+        "truncated": (*multipart("midi", "x.mid", prompt[: len(prompt) // 2]), 400),
+        "negative steps": (*multipart("midi", "p.mid", prompt, {"steps": "-5"}), 422),
+        "huge steps": (*multipart("midi", "p.mid", prompt, {"steps": "100000000"}), 422),
+        "steps not a number": (*multipart("midi", "p.mid", prompt, {"steps": "many"}), 422),
+        "nan temperature": (*multipart("midi", "p.mid", prompt, {"temperature": "nan"}), 422),
+        "inf temperature": (*multipart("midi", "p.mid", prompt, {"temperature": "inf"}), 422),
+        "zero temperature": (*multipart("midi", "p.mid", prompt, {"temperature": "0"}), 422),
+        "negative seed": (*multipart("midi", "p.mid", prompt, {"seed": "-1"}), 422),
+        "path as model": (*multipart("midi", "p.mid", prompt, {"model": "../../etc/passwd"}), 404),
+        "8 MB upload": (*multipart("midi", "big.mid", b"MThd" + os.urandom(8 * 1024 * 1024)), 413),
+        "no notes": (*multipart("midi", "e.mid", bytes.fromhex("4d546864000000060000000101e04d54726b0000000400ff2f00")), 400),
+        "no file": (b"", "multipart/form-data; boundary=x", 422),
+        "file as text field": (b'--b\r\nContent-Disposition: form-data; name="midi"\r\n\r\nabc\r\n--b--\r\n',
+                               "multipart/form-data; boundary=b", 422),
+        "garbage multipart": (b"garbage", "multipart/form-data; boundary=xyz", 400),
+        "json to extend": (b'{"n": 1}', "application/json", 422),
     }
-    for name, (body, ctype) in bad.items():
+    for name, (body, ctype, expected) in bad.items():
         status, data, headers = request(server + "/v1/extend", body, ctype)
-        err = assert_json_error(status, data)
-        assert headers["Content-Type"].startswith("application/json"), name
-    assert "too large" in assert_json_error(*request(server + "/v1/extend", *bad["8 MB upload"])[:2])
+        assert_json_error(status, data)
+        assert status == expected and headers["Content-Type"].startswith("application/json"), (name, status, data[:200])
+    assert "too large" in assert_json_error(*request(server + "/v1/extend", *bad["8 MB upload"][:2])[:2])
     for body in (b"{not json", b'{"n": 0}', b'{"n": "x"}', b'{"seed": -3}', b'{"n": 1, "extra": 1}', b"[]",
                  b'{"model": "/etc/passwd"}', b"x" * (200 << 10)):
         status, data, _ = request(server + "/v1/generate", body, "application/json")
