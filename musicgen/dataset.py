@@ -53,54 +53,17 @@ def decode_roll(data: bytes, steps: int, width: int = 128) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(steps, width).astype(np.float32) / 127.0
 
 
-class ShardWriter:
-    """Writes piece rows to ``shards/{split}-NNNNN.parquet``; a new shard every ``rows_per_shard`` rows.
+def write_shard(dest: str, rel: str, rows: list[dict]) -> dict:
+    """Write piece rows (dicts of :data:`SCHEMA`'s fields) to one Parquet shard ``dest/rel``.
 
-    Rows are buffered and written as row groups of ``rows_per_group``, so memory stays bounded
-    however many pieces pass through.
+    Returns its manifest entry: ``path`` (relative to the dataset), ``split``, ``pieces``, ``bytes``.
     """
-
-    def __init__(self, dest: str, rows_per_shard: int = 1024, rows_per_group: int = 64):
-        self.rows_per_shard, self.rows_per_group = rows_per_shard, rows_per_group
-        self.fs, self.inner = storage.filesystem(dest)
-        if not storage.is_s3(dest):
-            self.fs.create_dir(storage.join(self.inner, SHARD_DIR), recursive=True)
-        self.open: dict[str, dict] = {}  # split -> {writer, path, rows, buffer}
-        self.shards: list[dict] = []  # manifest entries of closed shards
-
-    def write(self, row: dict) -> str:
-        """Add one piece; returns the shard path (relative to the dataset) it goes to."""
-        split = row["split"]
-        if split not in self.open:
-            rel = f"{SHARD_DIR}/{split}-{sum(s['split'] == split for s in self.shards):05d}.parquet"
-            writer = pq.ParquetWriter(storage.join(self.inner, rel), SCHEMA, filesystem=self.fs,
-                                      compression="zstd")
-            self.open[split] = {"writer": writer, "path": rel, "rows": 0, "buffer": []}
-        shard = self.open[split]
-        shard["buffer"].append(row)
-        shard["rows"] += 1
-        if len(shard["buffer"]) >= self.rows_per_group:
-            self._flush(shard)
-        if shard["rows"] >= self.rows_per_shard:
-            self._close(split)
-        return shard["path"]
-
-    def _flush(self, shard: dict) -> None:
-        if shard["buffer"]:
-            shard["writer"].write_table(pa.Table.from_pylist(shard["buffer"], schema=SCHEMA))
-            shard["buffer"] = []
-
-    def _close(self, split: str) -> None:
-        shard = self.open.pop(split)
-        self._flush(shard)
-        shard["writer"].close()
-        self.shards.append({"path": shard["path"], "split": split, "pieces": shard["rows"]})
-
-    def close(self) -> list[dict]:
-        """Close every open shard; returns the manifest entries of all shards written."""
-        for split in list(self.open):
-            self._close(split)
-        return sorted(self.shards, key=lambda s: s["path"])
+    fs, inner = storage.filesystem(dest)
+    path = storage.join(inner, rel)
+    if not storage.is_s3(dest):
+        fs.create_dir(storage.join(inner, SHARD_DIR), recursive=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, filesystem=fs, compression="zstd")
+    return {"path": rel, "split": rows[0]["split"], "pieces": len(rows), "bytes": fs.get_file_info(path).size}
 
 
 def write_manifest(dest: str, manifest: dict) -> None:

@@ -1,21 +1,23 @@
 """MIDI folder (local or s3://) -> prepared dataset, converted in parallel on Ray Data.
 
-The driver lists the files and assigns each to a split (by piece, deterministic for a seed); Ray
-Data reads and converts them in parallel tasks and streams the rows back; the driver writes the
-Parquet shards as they arrive (bounded memory) and the manifest last. A file that cannot be read
-or converted is listed in the manifest's ``skipped`` with its reason; it never ends the run.
+The driver lists the files, assigns each to a split (by piece, deterministic for a seed) and cuts
+each split into chunks of a few dozen files, one chunk per shard. Ray Data runs one task per chunk:
+it reads, converts and writes its shard (so rolls never travel through the driver, and memory
+holds one chunk per worker) and streams back one small row per file. The driver keeps the
+progress bar and writes the manifest last. A file that cannot be read or converted is listed in
+the manifest's ``skipped`` with its reason; it never ends the run.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import posixpath
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from . import __version__, storage
-from .dataset import FORMAT, MANIFEST, SCHEMA, SHARD_DIR, SPLITS, ShardWriter, encode_roll, write_manifest
+from .dataset import FORMAT, MANIFEST, SHARD_DIR, SPLITS, encode_roll, write_manifest, write_shard
 from .errors import DataError, MidiError
 from .midi import MAX_STEPS, read_midi
 from .roll import resize
@@ -36,6 +38,7 @@ class PrepareConfig:
     sustain: bool = False
     max_bytes: int = 16 << 20  # larger files are skipped unread
     max_steps: int = MAX_STEPS
+    files_per_shard: int = 64  # also the files one Ray task converts
     overwrite: bool = False
 
 
@@ -67,7 +70,7 @@ def assign_splits(n: int, fractions, seed: int = 0) -> list[str]:
 
 
 def _convert(fs, item: dict, config: PrepareConfig) -> dict:
-    """One file -> a dataset row, or a row whose ``reason`` says why it was skipped."""
+    """One file -> a dataset row, or ``{"source", "reason"}`` saying why it was skipped."""
     source = item["source"]
     try:
         with fs.open_input_stream(item["path"]) as f:
@@ -86,16 +89,44 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
     return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
             "width": roll.shape[1], "notes": piece.notes,
             "tempo_rows": [r for r, _ in piece.tempos], "tempo_bpm": [b for _, b in piece.tempos],
-            "roll": encode_roll(roll), "midi_bytes": item["size"], "reason": None}
+            "roll": encode_roll(roll)}
 
 
-_OUT_SCHEMA = SCHEMA.append(pa.field("midi_bytes", pa.int64())).append(pa.field("reason", pa.string()))
+def _convert_chunk(chunk: dict, config: PrepareConfig, src: str, dest: str) -> list[dict]:
+    """Convert one chunk of files and write its shard; one small result row per file.
 
-
-def _convert_batch(batch: pa.Table, config: PrepareConfig, src: str) -> pa.Table:
+    A row is a piece's manifest entry (plus ``midi_bytes``) or a skipped file (``reason`` set);
+    the chunk's first row also carries the shard's manifest entry (``shard_entry``).
+    """
     fs, _ = storage.filesystem(src)
-    rows = [_convert(fs, item, config) for item in batch.to_pylist()]
-    return pa.Table.from_pylist(rows, schema=_OUT_SCHEMA)
+    rows, results = [], []
+    for item in chunk["items"]:
+        row = _convert(fs, item, config)
+        if "reason" in row:
+            results.append({**row, "midi_bytes": 0})
+        else:
+            rows.append(row)
+            results.append({"id": row["id"], "source": row["source"], "split": row["split"], "steps": row["steps"],
+                            "notes": row["notes"], "shard": chunk["shard"], "midi_bytes": item["size"]})
+    entry = write_shard(dest, chunk["shard"], rows) if rows else None
+    # Ray Data wants one schema for every row: absent fields are None, the shard entry as JSON.
+    return [{"id": None, "split": None, "steps": None, "notes": None, "shard": None, "reason": None,
+             **r, "shard_entry": json.dumps(entry) if i == 0 and entry else None} for i, r in enumerate(results)]
+
+
+def _chunks(items: list[dict], files_per_shard: int, workers: int) -> list[dict]:
+    """Items -> shard-sized chunks of one split each, named ``shards/{split}-NNNNN.parquet``.
+
+    Chunks are small enough that every core gets several (the last ones balance the load) and
+    never above ``files_per_shard``.
+    """
+    size = max(1, min(files_per_shard, -(-len(items) // (4 * workers))))
+    chunks = []
+    for split in SPLITS:
+        mine = [it for it in items if it["split"] == split]
+        for k, i in enumerate(range(0, len(mine), size)):
+            chunks.append({"shard": f"{SHARD_DIR}/{split}-{k:05d}.parquet", "items": mine[i:i + size]})
+    return chunks
 
 
 def _items(src: str, files, config: PrepareConfig):
@@ -151,42 +182,37 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
 
     ray = ensure_ray()
     quiet_data_context()
-    writer = ShardWriter(dest)
-    pieces = []
-    totals = {s: {"pieces": 0, "steps": 0, "notes": 0} for s in SPLITS}
+    pieces, shards = [], []
     midi_bytes = 0
     bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress)
     bar.update(len(skipped))
     if items:
-        blocks = max(1, min(len(items) // 8, 200))  # several small tasks per core, not one per file
-        ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-            _convert_batch, batch_format="pyarrow", batch_size=16, fn_kwargs={"config": config, "src": src})
+        chunks = _chunks(items, config.files_per_shard, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        ds = ray.data.from_items(chunks, override_num_blocks=len(chunks)).flat_map(
+            _convert_chunk, fn_kwargs={"config": config, "src": src, "dest": dest})
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
+                if row["shard_entry"]:
+                    shards.append(json.loads(row["shard_entry"]))
                 if row["reason"] is not None:
                     skipped.append({"source": row["source"], "reason": row["reason"]})
                     continue
-                midi_bytes += row.pop("midi_bytes")
-                row.pop("reason")
-                shard = writer.write(row)
-                pieces.append({"id": row["id"], "source": row["source"], "split": row["split"],
-                               "steps": row["steps"], "notes": row["notes"], "shard": shard})
-                t = totals[row["split"]]
-                t["pieces"] += 1
-                t["steps"] += row["steps"]
-                t["notes"] += row["notes"]
+                midi_bytes += row["midi_bytes"]
+                pieces.append({k: row[k] for k in ("id", "source", "split", "steps", "notes", "shard")})
             bar.update(batch.num_rows)
     bar.close()
-    shards = writer.close()
     if not pieces:
         first = min(skipped, key=lambda s: s["source"])
         raise DataError(f"{src}: none of {len(files)} MIDI files could be converted "
                         f"(e.g. {first['source']}: {first['reason']})")
-    fs, inner = storage.filesystem(dest)
-    shard_bytes = 0
-    for s in shards:
-        s["bytes"] = fs.get_file_info(storage.join(inner, s["path"])).size
-        shard_bytes += s["bytes"]
+    totals = {s: {"pieces": 0, "steps": 0, "notes": 0} for s in SPLITS}
+    for p in pieces:
+        t = totals[p["split"]]
+        t["pieces"] += 1
+        t["steps"] += p["steps"]
+        t["notes"] += p["notes"]
+    shards.sort(key=lambda s: s["path"])
+    shard_bytes = sum(s["bytes"] for s in shards)
 
     width = 128 if config.shape is None else config.shape[1]
     manifest = {

@@ -108,7 +108,9 @@ def test_nothing_readable_is_an_error_and_writes_no_manifest(ray_local, tmp_path
     (src / "b.mid").write_bytes(b"MThd\0\0\0\6\0\1\0\1\1\xe0MTrk\0\0\0\xff\0")
     with pytest.raises(DataError, match="none of 2 MIDI files"):
         prepare(str(src), str(tmp_path / "ds"), progress=False)
-    assert not (tmp_path / "ds" / "manifest.json").exists()
+    assert not (tmp_path / "ds").exists()  # nothing half-written
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "notes.txt").write_text("not MIDI")
     with pytest.raises(DataError, match="no MIDI files"):
         prepare(str(tmp_path / "ds"), str(tmp_path / "ds2"), progress=False)
     with pytest.raises(DataError, match="no such file"):
