@@ -72,7 +72,7 @@ def _prepare_config(args):
 
     return PrepareConfig(steps_per_beat=args.steps_per_beat, shape=args.shape, interpolation=args.interpolation,
                          split=args.split, seed=args.seed, drums=args.drums, sustain=args.sustain,
-                         max_bytes=args.max_bytes, overwrite=args.overwrite)
+                         max_bytes=args.max_bytes, files_per_shard=args.files_per_shard, overwrite=args.overwrite)
 
 
 def cmd_prepare(args):
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--drums", action="store_true", help="keep channel 10 (drums)")
     c.add_argument("--sustain", action="store_true", help="extend notes while the sustain pedal is down")
     c.add_argument("--max-bytes", type=_positive, default=16 << 20, help="skip larger files (default 16 MiB)")
+    c.add_argument("--files-per-shard", type=_positive, default=64,
+                   help="most files per Parquet shard, also the files one Ray task converts (default 64)")
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
     c.set_defaults(func=cmd_prepare)
 

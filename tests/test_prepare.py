@@ -77,6 +77,20 @@ def test_splits_are_by_piece_deterministic_and_may_be_zero(ray_local, chorales, 
     assert load_rolls(str(tmp_path / "t"), "train") == {}
 
 
+def test_shards_hold_at_most_files_per_shard_and_the_manifest_agrees(ray_local, chorales, tmp_path):
+    man = prepare(str(chorales), str(tmp_path / "s"), PrepareConfig(files_per_shard=5), progress=False)
+    shards = man["shards"]
+    assert len(shards) >= N_CHORALES // 5 and all(1 <= s["pieces"] <= 5 for s in shards)
+    assert sum(s["pieces"] for s in shards) == N_CHORALES
+    assert sum(s["bytes"] for s in shards) == man["bytes"]["dataset"]
+    for s in shards:  # one split per shard, named for it, holding exactly the pieces that say so
+        assert s["path"].startswith(f"shards/{s['split']}-")
+        records = list(iter_records(str(tmp_path / "s"), s["split"]))
+        in_manifest = {p["id"] for p in man["pieces"] if p["shard"] == s["path"]}
+        assert len(in_manifest) == s["pieces"] and in_manifest <= {r.id for r in records}
+        assert os.path.getsize(tmp_path / "s" / s["path"]) == s["bytes"]
+
+
 def test_assign_splits_counts():
     for n in range(0, 30):
         for fr in [(0.8, 0.1, 0.1), (0, 0, 1), (0.5, 0.5, 0), (1, 0, 0), (0.34, 0.33, 0.33)]:
