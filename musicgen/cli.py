@@ -22,12 +22,9 @@ def _steps_per_beat(text: str):
     if text.lower() in ("tick", "ticks", "none"):
         return None
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'tick', not {text!r}")
-    return value
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'tick', not {text!r}") from None
 
 
 def _shape(text: str):

@@ -171,7 +171,12 @@ def callbacks(cfg: LSTMConfig, model) -> list:
 # --- prediction and generation -----------------------------------------------------------------
 
 class Extender:
-    """A trained LSTM ready to score and extend rolls; carries LSTM state between steps."""
+    """A trained LSTM ready to score and extend rolls; carries LSTM state between steps.
+
+    ``predict_next`` runs the compiled Keras step model; ``extend`` runs :meth:`step`, numpy on the
+    trained weights, for priming and generation alike, so a prompt's result depends only on the
+    prompt, its seed and the number of rows a step runs on (``block``, see :meth:`extend`).
+    """
 
     def __init__(self, cfg: LSTMConfig, weights=None):
         from .keras import tf
@@ -184,6 +189,7 @@ class Extender:
         spec = [tf.TensorSpec((None, None, n_features(cfg)), tf.float32)]
         spec += [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)
         self._call = tf.function(lambda x, *state: self.model([x, *state], training=False), input_signature=spec)
+        self._fused = None
 
     @classmethod
     def from_training_model(cls, cfg: LSTMConfig, model) -> "Extender":
@@ -209,79 +215,120 @@ class Extender:
             probs.append(p[0])
         return np.concatenate(probs) if probs else np.zeros((0, 128), np.float32)
 
-    def extend(self, prompts, steps: int, temperature: float = 1.0, seeds=0, velocity=None):
-        """Continue each prompt roll by ``steps`` steps; returns the continuations (steps, 128).
+    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1):
+        """Continue each prompt roll; returns the continuations, (steps, 128) each.
 
-        ``prompts`` is one roll or a list of rolls (batched together: one network call per step
-        for all of them); ``seeds`` one seed or one per prompt, so a request's result does not
-        depend on what it was batched with. Pitches are sampled independently per step with
-        probabilities sharpened (temperature < 1) or flattened (> 1) in logit space. Notes take
-        ``velocity`` (default: the prompt's mean velocity).
+        ``prompts`` is one roll or a list of rolls, generated together: one :meth:`step` per time
+        step for all of them. ``steps``, ``temperature`` and ``seeds`` are one value or one per
+        prompt. Pitches are sampled independently per step with probabilities sharpened
+        (temperature < 1) or flattened (> 1) in logit space. Notes take ``velocity`` (default: the
+        prompt's mean velocity).
+
+        A prompt's result does not depend on its batch mates: prompts are primed right-aligned,
+        each row's state held at zero until its own prompt starts (padding with silence would
+        change it), every row has its own random generator, and the step runs on a multiple of
+        ``block`` rows (padded with silent rows). BLAS sums a row's dot products in another order
+        for other numbers of rows, and a last-bit difference can flip a sampled note;
+        ``musicgen_serve.batching.exact_block`` measures a block that gives every row the same
+        bits whatever the batch. ``block=1`` steps exactly the rows given.
         """
         single = isinstance(prompts, np.ndarray) and prompts.ndim == 2
         prompts = [prompts] if single else list(prompts)
-        seeds = [seeds] * len(prompts) if np.isscalar(seeds) else list(seeds)
-        if not (np.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, not {temperature!r}")
-        rngs = [np.random.default_rng(s) for s in seeds]
         n = len(prompts)
-        state = self.zero_state(n)
-        lengths = [len(p) for p in prompts]
-        # Prime: run every prompt to its end; prompts of different lengths are left-padded with
-        # silence so all end together (the LSTM has seen silence before pieces in training).
-        longest = max(max(lengths), 1)
-        x = np.zeros((n, longest, n_features(self.cfg)), np.float32)
-        for i, p in enumerate(prompts):
-            frames = (np.asarray(p) > 0).astype(np.float32)
-            x[i, longest - len(frames):] = features(frames, 0, self.cfg) if len(frames) else 0
-        probs, state = self._run(x, state)
-        p_next = probs[:, -1]
-        out = np.zeros((n, steps, 128), np.float32)
-        vel = [velocity if velocity is not None else _mean_velocity(p) for p in prompts]
-        for t in range(steps):
-            frame = np.stack([_sample(p_next[i], temperature, rngs[i]) for i in range(n)])
-            out[:, t] = frame * np.array(vel, np.float32)[:, None]
-            if t == steps - 1:
+        steps, temps, seeds = (np.broadcast_to(np.asarray(v), (n,)) for v in (steps, temperature, seeds))
+        temps = temps.astype(np.float64)
+        if not (np.all(np.isfinite(temps)) and np.all(temps > 0)):
+            raise ValueError(f"temperature must be a positive number, not {temperature!r}")
+        cfg, rows = self.cfg, max(1, -(-n // block)) * block
+        frames = [(np.asarray(p) > 0).astype(np.float32) for p in prompts]
+        frames = [f if len(f) else np.zeros((1, 128), np.float32) for f in frames]  # empty: one silent frame
+        lengths = np.array([len(f) for f in frames])
+
+        # Prime: all prompts step together and end together; row i starts at step `start[i]`.
+        longest = int(lengths.max())
+        start = longest - lengths
+        x = np.zeros((rows, longest, n_features(cfg)), np.float32)
+        for i, f in enumerate(frames):
+            x[i, start[i]:] = features(f, 0, cfg)
+        state = self.zero_state(rows)
+        waiting = np.ones(rows, bool)
+        for t in range(longest):
+            probs, state = self.step(x[:, t], state)
+            if t < start.max():  # rows whose prompt has not started keep the zero state
+                waiting[:n] = start > t
+                for s in state:
+                    s[waiting] = 0
+
+        # Generate: sample every row from its own generator, in chunks of the same stream.
+        total = int(steps.max())
+        rngs = [np.random.default_rng(int(s)) for s in seeds]
+        vel = np.array([velocity if velocity is not None else _mean_velocity(p) for p in prompts], np.float32)
+        hot = temps != 1.0
+        out = np.zeros((n, total, 128), np.float32)
+        x = np.zeros((rows, n_features(cfg)), np.float32)
+        for t in range(total):
+            if t % RANDOM_CHUNK == 0:
+                u = np.stack([r.random((min(RANDOM_CHUNK, total - t), 128)) for r in rngs])
+            p = np.clip(probs[:n].astype(np.float64), 1e-7, 1 - 1e-7)
+            if hot.any():  # temperature in logit space; rows at 1.0 keep p exactly
+                p = np.where(hot[:, None], 1 / (1 + np.exp((np.log1p(-p) - np.log(p)) / temps[:, None])), p)
+            frame = (u[:, t % RANDOM_CHUNK] < p).astype(np.float32)
+            out[:, t] = frame * vel[:, None]
+            if t == total - 1:
                 break
-            step_x = np.stack([features(frame[i:i + 1], lengths[i] + t, self.cfg)[0] for i in range(n)])
-            p_next, state = self.step(step_x, state)
-        return out[0] if single else list(out)
+            x[:n, :128] = frame
+            if cfg.position:
+                x[:n, 128:] = 0
+                x[np.arange(n), 128 + (lengths + t) % cfg.steps_per_bar] = 1
+            probs, state = self.step(x, state)
+        result = [out[i, :steps[i]] for i in range(n)]
+        return result[0] if single else result
 
     def step(self, x: np.ndarray, state: list[np.ndarray]):
         """One step for a batch: inputs (B, features) -> (probabilities (B, 128), new state).
 
         Plain numpy on the trained weights: for one frame, a compiled TensorFlow call costs far
-        more in overhead than the arithmetic (tests check it matches the Keras model).
+        more in overhead than the arithmetic (tests check it matches the Keras model). Each layer
+        is one float32 matmul of [input, h] with the kernels stacked, so a step reads every weight
+        once; batched rows share that read.
         """
-        if not hasattr(self, "_weights"):
-            self._weights = {w.name.split("/")[0] + "/" + w.name.split("/")[-1].split(":")[0]: w.numpy()
-                             for w in self.model.weights}
-        w, u = self._weights, self.cfg.units
-        h_in, new_state = x, []
-        for i in range(self.cfg.layers):
-            h, c = state[2 * i], state[2 * i + 1]
-            z = h_in @ w[f"lstm_{i}/kernel"] + h @ w[f"lstm_{i}/recurrent_kernel"] + w[f"lstm_{i}/bias"]
-            gate_i, gate_f, g, gate_o = (z[:, k * u:(k + 1) * u] for k in range(4))  # Keras' order: i, f, c, o
-            c = _sigmoid(gate_f) * c + _sigmoid(gate_i) * np.tanh(g)
-            h = _sigmoid(gate_o) * np.tanh(c)
+        if self._fused is None:
+            self._fused = self._fuse_weights()
+        layers, (w_out, b_out) = self._fused
+        u, h_in, new_state = self.cfg.units, np.asarray(x, np.float32), []
+        for i, (w, b) in enumerate(layers):
+            z = np.concatenate([h_in, state[2 * i]], axis=1) @ w
+            z += b
+            # Keras' gate order i, f, c, o; sigmoid(v) = (1 + tanh(v/2)) / 2 never overflows.
+            gates = np.tanh(z * np.float32(0.5))
+            gates += 1
+            gates *= np.float32(0.5)
+            c = gates[:, u:2 * u] * state[2 * i + 1] + gates[:, :u] * np.tanh(z[:, 2 * u:3 * u])
+            h = gates[:, 3 * u:] * np.tanh(c)
             new_state += [h, c]
             h_in = h
-        logits = h_in @ w["next_frame/kernel"] + w["next_frame/bias"]
-        if self.cfg.skip and not self.cfg.many_to_one:
-            logits = logits + x[:, :128] * (h_in @ w["keep/kernel"] + w["keep/bias"])
+        logits = h_in @ w_out
+        logits += b_out
+        if w_out.shape[1] > 128:  # the copy gate: frame * keep(h), fused with next_frame
+            logits = logits[:, :128] + x[:, :128] * logits[:, 128:]
         return _sigmoid(logits), new_state
+
+    def _fuse_weights(self):
+        w = {v.name.split("/")[0] + "/" + v.name.split("/")[-1].split(":")[0]: v.numpy() for v in self.model.weights}
+        layers = [(np.ascontiguousarray(np.concatenate([w[f"lstm_{i}/kernel"], w[f"lstm_{i}/recurrent_kernel"]]),
+                                        np.float32), w[f"lstm_{i}/bias"].astype(np.float32))
+                  for i in range(self.cfg.layers)]
+        names = ["next_frame"] + (["keep"] if self.cfg.skip and not self.cfg.many_to_one else [])
+        out = (np.ascontiguousarray(np.concatenate([w[f"{k}/kernel"] for k in names], axis=1), np.float32),
+               np.concatenate([w[f"{k}/bias"] for k in names]).astype(np.float32))
+        return layers, out
+
+
+RANDOM_CHUNK = 64  # generation steps of random numbers drawn at once per row (same stream as one at a time)
 
 
 def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def _sample(p: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    if temperature != 1.0:
-        logit = np.log(p) - np.log1p(-p)
-        p = 1 / (1 + np.exp(-logit / temperature))
-    return (rng.random(p.shape) < p).astype(np.float32)
+    return (np.tanh(z * np.float32(0.5)) + 1) * np.float32(0.5)
 
 
 def _mean_velocity(roll) -> float:

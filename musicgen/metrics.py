@@ -314,6 +314,112 @@ def sample_stats(rolls: Iterable[np.ndarray]) -> dict:
     }
 
 
+#: The statistics :func:`roll_stats` gives for one roll (one VAE image, one generated piece) and
+#: :func:`compare_to_corpus` compares between samples and corpus.
+ROLL_STATS = ("notes_per_step", "polyphony", "silence_fraction", "pitch_range", "pitch_classes",
+              "scale_fit", "pitch_class_similarity")
+
+#: Pitch classes of a major scale (C D E F G A B); its 12 rotations are the 12 diatonic collections
+#: (a minor key's natural scale is the relative major's).
+_DIATONIC = np.zeros(12)
+_DIATONIC[[0, 2, 4, 5, 7, 9, 11]] = 1
+
+
+def roll_stats(roll: np.ndarray, reference_histogram: np.ndarray | None = None) -> dict:
+    """Statistics of one roll (T, W), as Python floats:
+
+    - ``notes_per_step``: note onsets (:func:`onsets`) per step;
+    - ``polyphony``: mean sounding pitches over the steps where something sounds (0 if none);
+    - ``silence_fraction``: fraction of steps where nothing sounds;
+    - ``pitch_range``: highest - lowest sounding pitch, semitones (0 if silent);
+    - ``pitch_classes``: how many of the 12 pitch classes sound at all;
+    - ``scale_fit``: the largest fraction of sounding cells inside one diatonic scale (the best of
+      the 12 major-scale rotations): key-independent, 1.0 for music in one key without accidentals,
+      about 7/12 for pitch classes spread evenly (0 if silent);
+    - ``pitch_class_similarity``: cosine of the roll's pitch-class histogram with
+      ``reference_histogram`` (e.g. the corpus's, pooled; :func:`pitch_class_histogram`), or
+      ``None`` without one (0 if the roll is silent).
+    """
+    b = binarize(_roll(roll))
+    per_step = b.sum(1)
+    steps = max(b.shape[0], 1)
+    sounding = int(np.count_nonzero(per_step))
+    cols = np.flatnonzero(b.any(0))
+    hist = pitch_class_histogram(b)
+    total = hist.sum()
+    out = {"notes_per_step": float(onsets(b).sum() / steps),
+           "polyphony": float(per_step.sum() / sounding) if sounding else 0.0,
+           "silence_fraction": float(1 - sounding / steps),
+           "pitch_range": float(cols[-1] - cols[0]) if len(cols) else 0.0,
+           "pitch_classes": float(np.count_nonzero(hist)),
+           "scale_fit": float(max(np.roll(_DIATONIC, k) @ hist for k in range(12)) / total) if total else 0.0,
+           "pitch_class_similarity": None}
+    if reference_histogram is not None:
+        ref = np.asarray(reference_histogram, np.float64)
+        norm = np.linalg.norm(hist) * np.linalg.norm(ref)
+        out["pitch_class_similarity"] = float(hist @ ref / norm) if norm else 0.0
+    return out
+
+
+def compare_to_corpus(samples: Iterable[np.ndarray], corpus: Iterable[np.ndarray],
+                      percentiles: tuple[float, float] = (10, 90)) -> dict:
+    """Side by side: each :data:`ROLL_STATS` statistic of ``samples`` next to its range over ``corpus``.
+
+    Both are lists of rolls of the same size (e.g. generated VAE images and the corpus's images).
+    Every statistic is computed per roll (:func:`roll_stats`; ``pitch_class_similarity`` against the
+    corpus's pooled pitch-class histogram). The corpus's *range* of a statistic is the
+    ``percentiles`` (default the 10th and 90th) of its per-roll values; a statistic of the samples is
+    *in range* when their mean over rolls lies inside it (bounds included). Returns::
+
+        {"percentiles": [10, 90], "samples": n, "corpus": m, "all_in_range": bool,
+         "stats": {name: {"samples": mean, "samples_std": std, "corpus_mean": mean,
+                          "corpus_low": p10, "corpus_median": p50, "corpus_high": p90,
+                          "in_range": bool}},
+         "pitch_class_histogram": {"samples": [12 fractions], "corpus": [12], "cosine": c}}
+
+    Silent sample rolls count with their statistics (0 notes, silence 1.0, ...), so they pull the
+    means out of range instead of being left out.
+    """
+    samples, corpus = [_roll(r) for r in samples], [_roll(r) for r in corpus]
+    if not corpus:
+        raise ValueError("compare_to_corpus needs at least one corpus roll")
+    lo, hi = (float(p) for p in percentiles)
+    ref = sum(pitch_class_histogram(r) for r in corpus)
+    per_corpus = [roll_stats(r, ref) for r in corpus]
+    per_sample = [roll_stats(r, ref) for r in samples]
+    stats = {}
+    for name in ROLL_STATS:
+        c = np.array([s[name] for s in per_corpus], np.float64)
+        v = np.array([s[name] for s in per_sample], np.float64)
+        low, median, high = (float(x) for x in np.percentile(c, [lo, 50, hi]))
+        mean = float(v.mean()) if len(v) else math.nan
+        stats[name] = {"samples": mean, "samples_std": float(v.std()) if len(v) else math.nan,
+                       "corpus_mean": float(c.mean()), "corpus_low": low, "corpus_median": median,
+                       "corpus_high": high, "in_range": bool(low <= mean <= high)}
+    hs = sum((pitch_class_histogram(r) for r in samples), np.zeros(12))
+
+    def unit(h):
+        return h / h.sum() if h.sum() else h
+
+    norm = np.linalg.norm(hs) * np.linalg.norm(ref)
+    return {"percentiles": [lo, hi], "samples": len(samples), "corpus": len(corpus),
+            "all_in_range": all(s["in_range"] for s in stats.values()), "stats": stats,
+            "pitch_class_histogram": {"samples": [float(x) for x in unit(hs)],
+                                      "corpus": [float(x) for x in unit(ref)],
+                                      "cosine": float(hs @ ref / norm) if norm else 0.0}}
+
+
+def format_comparison(comparison: dict) -> str:
+    """:func:`compare_to_corpus`'s result as a Markdown table (statistic, samples, corpus range, in range)."""
+    lo, hi = (int(p) if float(p).is_integer() else p for p in comparison["percentiles"])
+    lines = [f"| statistic (per roll) | samples (mean) | corpus p{lo} | corpus median "
+             f"| corpus p{hi} | in range |", "|---|---:|---:|---:|---:|---|"]
+    for name, s in comparison["stats"].items():
+        lines.append(f"| {name} | {s['samples']:.3f} | {s['corpus_low']:.3f} | {s['corpus_median']:.3f} | "
+                     f"{s['corpus_high']:.3f} | {'yes' if s['in_range'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def change_rate(prompt: np.ndarray, continuation: np.ndarray) -> float:
     """Fraction of continuation steps whose set of sounding pitches differs from the previous step's.
 
