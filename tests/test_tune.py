@@ -175,3 +175,14 @@ def test_the_command_refuses_a_space_out_of_range_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "musicgen tune: error: --units-max 2048 is out of range: units must be a multiple of 128 from 128 to 1024"]
     assert not out.exists()
+
+
+def test_the_tiny_search_has_a_quick_default_budget_and_flags_override_it():
+    from musicgen_tune.search import make_spec
+
+    quick = make_spec("/data", 4)["base"]
+    assert (quick["epochs"], quick["steps_per_epoch"]) == (3, 16)
+    assert make_spec("/data", 4, epochs=5, overrides={"steps_per_epoch": 40})["base"]["steps_per_epoch"] == 40
+    assert make_spec("/data", 4, epochs=5)["epochs"] == 5
+    paper = make_spec("/data", 4, base_preset="paper")["base"]
+    assert paper["epochs"] == 50 and paper["steps_per_epoch"] is None

@@ -39,6 +39,10 @@ DEFAULT_SPACE = {"layers": (1, 3), "units": (128, 1024), "learning_rate": (1e-4,
 FLAGS = {"layers": "--layers", "units": "--units", "learning_rate": "--lr", "dropout": "--dropout"}
 INTEGER = {"layers", "units"}
 TRIAL_RESOURCES = {"CPU": 0, "memory": 256 << 20}
+# What a trial trains when --epochs / --steps-per-epoch are not given. `tiny` is the quick CPU
+# search: 3 epochs of 16 batches each (ASHA compares trials after every epoch), so that even
+# 3 x 1024-unit trials end in minutes on a laptop; `paper` trains as its preset says.
+SEARCH_BUDGET = {"tiny": {"epochs": 3, "steps_per_epoch": 16}, "paper": {}}
 
 
 def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = None, base_preset: str = "tiny",
@@ -104,7 +108,9 @@ def make_spec(data, trials, *, epochs=None, base_preset="tiny", overrides=None, 
     _check_count("--workers", workers)
     _check_count("--epochs", epochs, allow_none=True)
     space = check_space(space or {})
-    base = preset("lstm", base_preset, **{**(overrides or {}), "epochs": epochs})
+    budget = SEARCH_BUDGET.get(base_preset, {})
+    given = {k: v for k, v in {**(overrides or {}), "epochs": epochs}.items() if v is not None}
+    base = preset("lstm", base_preset, **{**budget, **given})
     spec = {"kind": "lstm", "data": data, "preset": base_preset, "base": to_dict(base), "space": space,
             "epochs": base.epochs, "trials": trials, "workers": workers, "gpu": bool(gpu), "seed": seed}
     return spec
@@ -457,7 +463,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared dataset with train and val splits (folder or s3://)")
     p.add_argument("--out", required=True, help="search folder or s3:// prefix (Tune experiment, best.json)")
     p.add_argument("--trials", type=int, default=20, help="trials to run (default 20)")
-    p.add_argument("--epochs", type=int, help="epochs of a trial that ASHA does not stop (default: the preset's)")
+    p.add_argument("--epochs", type=int, help="epochs of a trial that ASHA does not stop "
+                   "(default: 3 for tiny, the preset's for paper)")
     p.add_argument("--preset", default="tiny", choices=["tiny", "paper"],
                    help="base config the search varies (default tiny)")
     lo, hi = DEFAULT_SPACE["layers"], DEFAULT_SPACE["units"]
@@ -471,7 +478,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dropout-max", type=float, help="highest dropout (0-0.9, default 0.5)")
     p.add_argument("--window", type=int, help="training window in steps (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
-    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: the whole train split)")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="batches per epoch (default: 16 for tiny, the whole train split for paper)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
