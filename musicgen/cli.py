@@ -160,12 +160,23 @@ def cmd_generate(args):
     print(f"{len(rolls)} pieces in {args.out}")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
 def cmd_serve(args):
     from musicgen_serve import run  # the Ray Serve application in serve/
 
-    limits = {"max_upload_bytes": args.max_upload_bytes} if args.max_upload_bytes else {}
-    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
-    run([args.lstm_run, *args.lstm], [args.vae_run, *args.vae], args.host, args.port, **limits)
+    limits = {"max_upload_bytes": args.max_upload_bytes, "max_steps": args.max_steps, "max_n": args.max_n,
+              "timeout_s": args.timeout, "max_batch_size": args.max_batch_size}
+    run([args.lstm_run, *args.lstm], [args.vae_run, *args.vae], args.host, args.port, replicas=args.replicas,
+        num_cpus=args.num_cpus, num_gpus=1.0 if args.gpu else 0.0, **{k: v for k, v in limits.items() if v})
 
 
 def cmd_tune(args):
@@ -259,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=_positive, default=8000)
     c.add_argument("--max-upload-bytes", type=_positive, help="largest prompt upload (default 1 MB)")
+    c.add_argument("--max-steps", type=_positive, help="most steps one extend request may ask for (default 4096)")
+    c.add_argument("--max-n", type=_positive, help="most pieces one generate request may ask for (default 16)")
+    c.add_argument("--timeout", type=_positive_float, help="seconds one request may generate for (default 120)")
+    c.add_argument("--max-batch-size", type=_positive, help="extend requests generated together (default 16; 1: none)")
+    c.add_argument("--replicas", type=_positive, default=1, help="replicas of the deployment (default 1)")
+    c.add_argument("--num-cpus", type=_positive_float, default=1.0, help="CPUs reserved per replica (default 1)")
+    c.add_argument("--gpu", action="store_true", help="one GPU per replica")
     c.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")

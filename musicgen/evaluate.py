@@ -10,7 +10,7 @@ import numpy as np
 
 from .dataset import load_rolls, read_manifest
 from .errors import DataError
-from .metrics import CopyLast, PitchPrior, evaluate, sample_stats
+from .metrics import CopyLast, PitchPrior, compare_to_corpus, evaluate, sample_stats
 from .train import load_run
 
 
@@ -58,16 +58,30 @@ def _lstm(cfg, model, data, info, rolls, threshold) -> dict:
 
 
 def _vae(cfg, model, info, rolls, samples, seed) -> dict:
+    """Reconstruction of the split's images, active units, and ``samples`` prior samples (``seed``)
+    next to the split's images: pooled ``samples``/``corpus`` statistics (:func:`sample_stats`) and
+    ``comparison`` (:func:`compare_to_corpus`: each per-image statistic's sample mean against the
+    corpus's 10th-90th percentile range), for the run's decoding; ``threshold_decoding`` is the
+    comparison's sample means and verdicts with the threshold decoding instead, for reference."""
     from .vae import Generator, images
 
     generator = Generator(cfg, model, threshold=info.get("threshold", 0.5))  # chosen on val at training's end
     x = np.concatenate([images(r, cfg) for r in rolls])
     generated = generator.generate(samples, seed=seed)
     corpus = [img[..., 0] for img in x]
-    return {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),
-            "active_units": int(generator.active_units(x)), "latent": cfg.latent,
-            "threshold": float(generator.threshold),
-            "samples": _rounded(sample_stats(generated)), "corpus": _rounded(sample_stats(corpus))}
+    comparison = compare_to_corpus(generated, corpus)
+    out = {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),
+           "active_units": int(generator.active_units(x)), "latent": cfg.latent,
+           "threshold": float(generator.threshold), "decoding": cfg.decoding,
+           "non_empty": int(sum(bool(g.any()) for g in generated)),
+           "samples": _rounded(sample_stats(generated)), "corpus": _rounded(sample_stats(corpus)),
+           "comparison": _rounded(comparison)}
+    if cfg.decoding != "threshold":
+        other = compare_to_corpus(generator.generate(samples, seed=seed, decoding="threshold"), corpus)
+        out["threshold_decoding"] = {"all_in_range": other["all_in_range"],
+                                     **{k: {"samples": round(v["samples"], 5), "in_range": v["in_range"]}
+                                        for k, v in other["stats"].items()}}
+    return out
 
 
 def _rounded(d):

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import storage
 from .config import from_dict, to_dict
-from .dataset import read_manifest, shard_paths
+from .dataset import iter_records, read_manifest, shard_paths
 from .errors import DataError
 
 MODEL_DIR = "model"
@@ -49,12 +49,40 @@ def _rolls_forever(shard, seed: int):
         epoch += 1
 
 
-def _rolls_once(shard):
-    from .dataset import decode_roll
+def _val_rolls(data: str, rank: int, workers: int):
+    """This worker's share of the val split (every ``workers``-th piece), streamed shard by shard."""
+    for i, record in enumerate(iter_records(data, "val")):
+        if i % workers == rank:
+            yield record.roll
 
-    for batch in shard.iter_batches(batch_size=8, batch_format="numpy"):
-        for data, steps, width in zip(batch["roll"], batch["steps"], batch["width"]):
-            yield decode_roll(data, int(steps), int(width))
+
+def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fallback):
+    """``steps`` batches of validation examples, cut piece by piece from this worker's val pieces.
+
+    Read straight from the shards every epoch, not through a Ray Data split: a split must be
+    consumed in step by all workers, and a worker whose share is short reads its share again from
+    the start. Memory holds one shard's rows and one batch, however large the val split. A worker
+    with no val piece repeats ``fallback``: every worker must run as many steps.
+    """
+    size, done, buffer = cfg.batch_size, 0, None
+    while done < steps:
+        found = False
+        for roll in _val_rolls(data, rank, workers):
+            arrays = module.val_arrays([roll], cfg)
+            if not len(arrays[0]):
+                continue
+            found = True
+            buffer = arrays if buffer is None else tuple(np.concatenate(ab) for ab in zip(buffer, arrays))
+            while len(buffer[0]) >= size:
+                yield tuple(a[:size] for a in buffer)
+                buffer = tuple(a[size:] for a in buffer)
+                done += 1
+                if done == steps:
+                    return
+        if not found:
+            for _ in range(steps - done):
+                yield fallback
+            return
 
 
 def train_loop(config: dict) -> None:
@@ -97,17 +125,27 @@ def train_loop(config: dict) -> None:
 
     val_ds, val_steps = None, config["val_steps"]
     if val_steps:
-        x_val = module.val_arrays(list(_rolls_once(ray.train.get_dataset_shard("val"))), cfg)
-        if len(x_val[0]) == 0:  # this worker's val shard is empty: repeat the first train batch
-            x_val = sample
-        val_ds = (tf.data.Dataset.from_tensor_slices(x_val).repeat().batch(cfg.batch_size)
-                  .with_options(options))
+        args = (config["data"], rank, ctx.get_world_size(), module, cfg, val_steps, sample)
+        # Known cardinality makes Keras restart the generator every epoch: the same windows each time.
+        val_ds = (tf.data.Dataset.from_generator(lambda: _val_batches(*args), output_signature=signature)
+                  .apply(tf.data.experimental.assert_cardinality(val_steps)).with_options(options))
+
+    board = None  # per-epoch scalars for TensorBoard (rank 0, local OUT): tensorboard --logdir OUT/tensorboard
+    if rank == 0 and config.get("tensorboard"):
+        from tensorboardX import SummaryWriter  # a dependency of ray[tune]
+
+        board = SummaryWriter(config["tensorboard"])
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             metrics = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                        **module.epoch_metrics(logs or {})}
             history.append(metrics)
+            if board:
+                for name, value in metrics.items():
+                    if name != "epoch":
+                        board.add_scalar(name, value, epoch + 1)
+                board.flush()
             with tempfile.TemporaryDirectory() as d:
                 self.model.save_weights(os.path.join(d, WEIGHTS))  # every rank: saving may all-reduce
                 json.dump({"epoch": epoch, "kind": kind, "config": to_dict(cfg)}, open(os.path.join(d, "state.json"), "w"))
@@ -123,6 +161,8 @@ def train_loop(config: dict) -> None:
         model.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=config["steps_per_epoch"],
                   validation_data=val_ds, validation_steps=val_steps or None, verbose=0,
                   callbacks=[*module.callbacks(cfg, model), Report()])
+    if board:
+        board.close()  # drains tensorboardX's queue (flush alone can leave the last epoch unwritten)
 
 
 def plan(manifest: dict, cfg, module, workers: int) -> dict:
@@ -174,12 +214,13 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
         return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(["steps", "width", "roll"])
 
     datasets = {"train": read("train")}
-    if steps["val_steps"]:
-        datasets["val"] = read("val")
     monitor = "val_loss" if steps["val_steps"] else "loss"
+    board = None if storage.is_s3(out) else os.path.join(_storage_path(out), "tensorboard")  # local OUT only
     trainer = TensorflowTrainer(
         train_loop,
-        train_loop_config={"kind": kind, "model": to_dict(cfg), "seed": seed, **steps},
+        train_loop_config={"kind": kind, "model": to_dict(cfg), "seed": seed,
+                           "data": data if storage.is_s3(data) else os.path.abspath(data), **steps,
+                           "tensorboard": board},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpu_per_worker}),
         datasets=datasets,
         run_config=RunConfig(

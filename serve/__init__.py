@@ -5,7 +5,7 @@ The folder serve/ is installed as the package ``musicgen_serve`` (see pyproject.
 * :func:`run` / :func:`start` (runner.py): deploy on a local or given Ray; ``musicgen serve``.
 * app.py: the deployment, FastAPI routes, limits, batching; ``musicgen_serve.app:build`` is the
   application builder of serve/config.yaml (``serve run`` / ``serve deploy``).
-* bench.py: batched vs unbatched throughput (``python -m musicgen_serve.bench RUN_LSTM``).
+* benchmarks/serve_batching.py and benchmarks/serve_soak.py (outside the package) measure it over HTTP.
 
 Importing this package starts nothing and imports neither Ray nor TensorFlow.
 """

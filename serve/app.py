@@ -71,7 +71,8 @@ class Settings(BaseModel):
     vae: list[str] = Field(default_factory=list, description="VAE runs: PATH or ID=PATH; the first is the default")
     max_upload_bytes: int = Field(1 << 20, ge=1024, description="largest prompt MIDI file")
     max_steps: int = Field(MAX_STEPS, ge=1, le=MAX_STEPS, description="most steps one extend request may ask for")
-    max_prompt_steps: int = Field(16384, ge=16, description="longest prompt, in steps of the run's grid")
+    max_prompt_steps: int = Field(MAX_STEPS, ge=16, description="longest prompt, in steps of the run's grid "
+                                                                "(a prompt is primed one step at a time)")
     max_n: int = Field(16, ge=1, le=MAX_N, description="most pieces one generate request may ask for")
     timeout_s: float = Field(120.0, gt=0, description="time limit of one request's generation")
     max_batch_size: int = Field(16, ge=1, description="extend requests batched together (1: no batching)")
@@ -180,7 +181,14 @@ class Service:
         from musicgen.errors import MidiError
         from musicgen.midi import read_midi
 
-        piece = read_midi(data, model.steps_per_beat, max_steps=self.settings.max_prompt_steps, name=name)
+        limit = self.settings.max_prompt_steps
+        try:
+            piece = read_midi(data, model.steps_per_beat, max_steps=limit, name=name)
+        except MidiError as e:
+            if f"max_steps={limit}" in str(e):  # read_midi stops before building a roll that long
+                raise RequestError(413, f"midi: the prompt is longer than the limit of {limit} steps "
+                                        f"({model.steps_per_beat} per beat); send its last {limit} steps") from None
+            raise
         if not piece.roll.any():
             raise MidiError(name, "the prompt has no notes")
         return piece

@@ -9,14 +9,16 @@ rows, padded with silent rows. BLAS sums a row's dot products in another order f
 (gemv) or a few rows (other kernels) than for a larger block, and a last-bit difference can flip a
 sampled note. :func:`exact_block` finds, per model at start-up, the smallest block with which every
 row gets the same bits whatever the batch size and its place in the batch (on this project's 2-core
-AMD machine: 1-2 rows for the tiny preset, more for the paper preset). This needs single-threaded
+AMD machine: 2 rows for the tiny preset, 8 for the paper preset). This needs single-threaded
 BLAS (OPENBLAS_NUM_THREADS=1, which the deployment sets): threads would split the rows into other
 blocks.
 
-A replica uses its model's block whether it batches or not, so a request gets the same bytes from a
-batching server and from one with ``max_batch_size=1``. ``musicgen extend`` steps one row
-(``block=1``), so its result equals the server's up to such last-bit differences (a sampled note
-flips with probability ~1e-7 per cell per step), and exactly where the block is 1.
+A batching replica pads every step to its model's block, a lone request included, so a request
+gets the same bytes whatever it is batched with. A replica that does not batch
+(``max_batch_size=1``) steps one row (``block=1``, numpy's gemv, the fastest way to run one
+request), as ``musicgen extend`` does, and gives exactly its bytes; between the two, results are
+equal up to such last-bit differences (a sampled note flips with probability ~1e-7 per cell per
+step).
 """
 from __future__ import annotations
 

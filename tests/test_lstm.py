@@ -106,6 +106,20 @@ def test_extend_is_reproducible_and_batching_does_not_change_a_request(trained):
     together = ext.extend([short, long], 20, seeds=[5, 9])
     np.testing.assert_allclose(together[0], a)
     np.testing.assert_allclose(together[1], ext.extend(long, 20, seeds=9))
+    # Priming with a longer batch mate leaves a short prompt's state as it is alone (up to BLAS's
+    # last bits); padding it with silence in front, as a window would, does not.
+    p_alone, s_alone = ext.prime([short])
+    p_mixed, s_mixed = ext.prime([long, short, long[:50]], block=4)
+    assert len(p_mixed) == 4
+    np.testing.assert_allclose(p_mixed[1], p_alone[0], atol=1e-6)
+    np.testing.assert_allclose(s_mixed[0][1], s_alone[0][0], atol=1e-6)
+    padded = np.concatenate([np.zeros((len(long) - len(short), 128), np.float32), short])
+    assert np.abs(ext.prime([padded])[1][1][0] - s_alone[1][0]).max() > 1e-3  # the cell state
+    # Per-request steps and temperatures in one batch, each as it is alone.
+    mixed = ext.extend([long, short], [7, 20], [0.5, 1.0], [9, 5])
+    assert mixed[0].shape == (7, 128) and mixed[1].shape == (20, 128)
+    np.testing.assert_allclose(mixed[1], a)
+    np.testing.assert_allclose(mixed[0], ext.extend(long, 7, 0.5, 9))
     # Notes take the prompt's velocity; low temperature continues the arpeggio.
     cold = ext.extend(long, 12, temperature=0.05, seeds=0)
     np.testing.assert_allclose(cold[cold > 0], 0.8, rtol=1e-5)

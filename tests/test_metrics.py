@@ -210,3 +210,56 @@ def test_active_units():
     assert active_units(z) == 2
     assert active_units(z, threshold=0.001) == 3
     assert active_units(np.zeros((0, 4))) == 0
+
+
+def test_roll_stats_by_hand():
+    from musicgen.metrics import roll_stats
+
+    r = empty(8)
+    r[0:4, [60, 64, 67]] = 1   # C major triad for 4 steps: 3 onsets
+    r[4:6, 62] = 1             # D for 2 steps: 1 onset; steps 6, 7 silent
+    ref = np.zeros(12)
+    ref[0] = 1                 # a reference histogram of C only
+    s = roll_stats(r, ref)
+    assert s["notes_per_step"] == pytest.approx(4 / 8)
+    assert s["polyphony"] == pytest.approx((4 * 3 + 2) / 6)
+    assert s["silence_fraction"] == pytest.approx(2 / 8)
+    assert s["pitch_range"] == 7.0
+    assert s["pitch_classes"] == 4.0  # C, D, E, G
+    assert s["scale_fit"] == 1.0      # all in C major
+    hist = np.zeros(12)
+    hist[[0, 2, 4, 7]] = [4, 2, 4, 4]
+    assert s["pitch_class_similarity"] == pytest.approx(4 / np.linalg.norm(hist))
+    assert roll_stats(r)["pitch_class_similarity"] is None
+    chromatic = empty(12)
+    chromatic[np.arange(12), 60 + np.arange(12)] = 1
+    assert roll_stats(chromatic)["scale_fit"] == pytest.approx(7 / 12)
+    silent = roll_stats(empty(4), ref)
+    assert silent == {"notes_per_step": 0.0, "polyphony": 0.0, "silence_fraction": 1.0, "pitch_range": 0.0,
+                      "pitch_classes": 0.0, "scale_fit": 0.0, "pitch_class_similarity": 0.0}
+
+
+def test_compare_to_corpus_percentile_ranges():
+    from musicgen.metrics import ROLL_STATS, compare_to_corpus, format_comparison
+
+    corpus = []
+    for k in range(1, 11):  # polyphony 1..10
+        r = empty(4)
+        r[:, 60:60 + k] = 1
+        corpus.append(r)
+    good = [corpus[4], corpus[5]]  # polyphony 5 and 6: mean 5.5
+    c = compare_to_corpus(good, corpus)
+    assert c["percentiles"] == [10.0, 90.0] and (c["samples"], c["corpus"]) == (2, 10)
+    poly = c["stats"]["polyphony"]
+    assert (poly["corpus_low"], poly["corpus_median"], poly["corpus_high"]) == pytest.approx((1.9, 5.5, 9.1))
+    assert poly["samples"] == 5.5 and poly["in_range"]
+    assert set(c["stats"]) == set(ROLL_STATS)
+    assert c["pitch_class_histogram"]["cosine"] > 0.5
+    assert sum(c["pitch_class_histogram"]["corpus"]) == pytest.approx(1)
+    bad = compare_to_corpus([corpus[9], corpus[9], empty(4)], corpus)  # a silent sample counts
+    assert not bad["all_in_range"] and not bad["stats"]["silence_fraction"]["in_range"]
+    json.dumps(c)
+    table = format_comparison(c)
+    assert "| polyphony | 5.500 | 1.900 | 5.500 | 9.100 | yes |" in table
+    with pytest.raises(ValueError):
+        compare_to_corpus(good, [])

@@ -56,6 +56,17 @@ def extend(base, prompt: bytes, query="", **fields):
     return request(f"{base}/v1/extend{query}", *multipart("midi", "p.mid", prompt, {k: str(v) for k, v in fields.items()}))
 
 
+def long_prompt(steps=5000) -> bytes:
+    """A MIDI file of one note held for ``steps`` sixteenths: over the server's prompt limit."""
+    from musicgen.midi import roll_to_midi
+
+    roll = np.zeros((steps, 128), np.float32)
+    roll[:, 60] = 0.6
+    buf = io.BytesIO()
+    roll_to_midi(roll, 4).save(file=buf)
+    return buf.getvalue()
+
+
 def assert_json_error(status, body, lo=400, hi=499):
     assert lo <= status <= hi, (status, body[:300])
     err = json.loads(body)["error"]
@@ -294,6 +305,7 @@ def test_every_bad_request_gets_a_4xx_json_error_and_the_service_stays_up(server
         "negative seed": (*multipart("midi", "p.mid", prompt, {"seed": "-1"}), 422),
         "path as model": (*multipart("midi", "p.mid", prompt, {"model": "../../etc/passwd"}), 404),
         "8 MB upload": (*multipart("midi", "big.mid", b"MThd" + os.urandom(8 * 1024 * 1024)), 413),
+        "prompt too long": (*multipart("midi", "long.mid", long_prompt()), 413),
         "no notes": (*multipart("midi", "e.mid", bytes.fromhex("4d546864000000060000000101e04d54726b0000000400ff2f00")), 400),
         "no file": (b"", "multipart/form-data; boundary=x", 422),
         "file as text field": (b'--b\r\nContent-Disposition: form-data; name="midi"\r\n\r\nabc\r\n--b--\r\n',

@@ -34,6 +34,11 @@ def test_train_writes_model_metrics_history_and_curves(lstm_run):
     info = json.loads((out / "model" / "config.json").read_text())
     assert info["kind"] == "lstm" and info["config"]["units"] == 32 and info["steps_per_beat"] == 4
     assert (out / "model" / "weights.h5").stat().st_size > 10_000
+    from musicgen.keras import tf  # per-epoch scalars for TensorBoard, under OUT/tensorboard
+
+    logged = {(v.tag, e.step) for f in (out / "tensorboard").glob("events.out.tfevents.*")
+              for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value}
+    assert {("loss", 1), ("val_nll", 1), ("val_nll", 2)} <= logged
 
 
 def test_evaluate_reports_the_model_next_to_baselines(lstm_run, dataset):

@@ -170,25 +170,32 @@ def test_generate_after_training_on_patterns_is_reproducible_and_not_silent():
     err = gen.reconstruction_error(x)
     assert err["f1"] > 0.9, err  # it learned the four patterns
     assert err["bce_per_image"] < 0.1 * cfg.height * cfg.width * np.log(2)
-    a, b = gen.generate(32, seed=3), gen.generate(32, seed=3)
+    check_generation(gen, cfg, patterns(cfg), "threshold")
+    check_generation(gen, cfg, patterns(cfg), "sample")
+    assert gen.active_units(x) == 2
+    assert gen.encode(x).shape == (len(x), 2)
+
+
+def check_generation(gen, cfg, pats, decoding):
+    a, b = gen.generate(32, seed=3, decoding=decoding), gen.generate(32, seed=3, decoding=decoding)
     assert len(a) == 32
     for r, s in zip(a, b):
         assert r.shape == (cfg.height, cfg.width) and r.dtype == np.float32
         np.testing.assert_array_equal(r, s)
         assert set(np.unique(r)) <= {0.0, np.float32(vae.VELOCITY)}
-    assert not np.array_equal(np.stack(a), np.stack(gen.generate(32, seed=4)))
+    assert not np.array_equal(np.stack(a), np.stack(gen.generate(32, seed=4, decoding=decoding)))
+    for r, s in zip(gen.generate(5, seed=3, decoding=decoding), a):  # independent of n
+        np.testing.assert_array_equal(r, s)
     on = np.stack(a) > 0
-    assert on.any(axis=(1, 2)).mean() >= 0.75  # not silent (the study's VAE decoded nothing)
+    assert on.any(axis=(1, 2)).mean() >= 0.75, decoding  # not silent (the study's VAE decoded nothing)
     # notes where the patterns have them, not noise
-    union = (patterns(cfg) > 0).any(axis=(0, 1))
-    assert (on & union).sum() / on.sum() > 0.8
+    union = (pats > 0).any(axis=(0, 1))
+    assert (on & union).sum() / on.sum() > 0.8, decoding
     # several of the patterns themselves (a collapsed posterior decodes one blend for every z)
-    best = np.array([[f1(r, p > 0) for p in patterns(cfg)] for r in on])
+    best = np.array([[f1(r, p > 0) for p in pats] for r in on])
     matched = best.max(1) > 0.8
-    assert matched.mean() >= 0.25
-    assert len(set(best.argmax(1)[matched])) >= 3
-    assert gen.active_units(x) == 2
-    assert gen.encode(x).shape == (len(x), 2)
+    assert matched.mean() >= 0.25, decoding
+    assert len(set(best.argmax(1)[matched])) >= 3, decoding
 
 
 def test_images_cut_pad_and_drop_silence():
@@ -266,3 +273,52 @@ def test_kl_annealing_callback_sets_beta():
     (cb,) = vae.callbacks(dataclasses.replace(cfg, kl_anneal_epochs=0), full)
     cb.on_epoch_begin(0)
     assert float(full.beta.numpy()) == 0.5
+
+
+def test_sample_notes_draws_the_expected_polyphony_per_block():
+    rng = np.random.default_rng(0)
+    probs = np.zeros((2, 8, 16))
+    probs[:, :, [3, 5, 9]] = 0.9       # sum 3.4 -> k = 3 per block
+    probs[:, :, 11] = 0.5
+    probs[:, :, 12] = 0.01             # below MIN_PROBABILITY: never drawn
+    probs[1, 0, 3] = 0.0               # block means: pitch 3 is 0.45 in the first block of piece 1
+    on = vae.sample_notes(probs, 2, 0.0, rng)
+    assert on.shape == probs.shape and on.dtype == bool
+    np.testing.assert_array_equal(on[:, 0::2], on[:, 1::2])  # constant within each block
+    assert (on.sum(-1) == 3).all()
+    assert on[0][:, [3, 5, 9]].all() and not on[0][:, 11].any()  # temperature 0: the k most probable
+    assert on[1, 0, 11] and not on[1, 0, 3]
+    assert not on[..., 12].any()
+    hot = vae.sample_notes(np.repeat(probs, 50, axis=0), 2, 1.0, rng)
+    assert np.isin(hot.sum(-1), [2, 3]).all() and not hot[..., 12].any()  # a draw below the floor is dropped
+    assert hot[..., 11].any()  # temperature 1: the less likely pitch is drawn sometimes
+    assert hot[..., 11].mean() < hot[..., 5].mean()
+    empty = vae.sample_notes(np.full((1, 4, 16), 0.01), 1, 0.5, rng)  # expected polyphony rounds to 0
+    assert not empty.any()
+    scaled = vae.sample_notes(probs, 2, 0.0, rng, polyphony_scale=4 / 3.4)  # round(4.0) = 4
+    assert (scaled[0].sum(-1) == 4).all() and scaled[0][:, 11].all()
+    assert (scaled[1, :2].sum(-1) == 3).all()  # round(2.95 x 4 / 3.4) = 3
+    with pytest.raises(DataError):
+        vae.sample_notes(probs, 3, 0.0, rng)
+
+
+def test_decoding_settings_are_checked():
+    assert preset("vae", "paper").decoding == "threshold"
+    assert preset("vae", "tiny").decoding == "sample"
+    with pytest.raises(DataError, match="decoding"):
+        small_cfg(decoding="argmax")
+    with pytest.raises(DataError, match="divide"):
+        small_cfg(decode_block=3)
+
+
+def test_augmented_segments_start_on_the_beat_grid():
+    cfg = small_cfg(width=128, transpose=0, shift_step=4)
+    roll = np.zeros((120, 128), np.float32)
+    roll[np.arange(120), np.arange(120)] = 1  # the pitch tells the step
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(40):
+        for img in vae.images(roll, cfg, rng, augment=True):
+            starts.add(int(np.flatnonzero(img[0, :, 0])[0]))
+    assert starts and all(s % 4 == 0 for s in starts)
+    assert len(starts) > 3

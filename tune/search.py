@@ -6,8 +6,8 @@ as a Ray Train ``TensorflowTrainer`` running :func:`musicgen.train.train_loop`. 
 ``TuneReportCallback`` forwards each epoch's metrics to Tune, among them ``val_nll`` (nats per
 frame on the val split), which ``OptunaSearch`` minimises and ``ASHAScheduler`` uses to stop poor
 trials early. The trial function itself holds no CPU, its trainer's workers do (one CPU each, or
-one GPU), and as many trials run at once as the cluster holds. The train and val splits are read
-once, into Ray's object store, and shared by all the trials.
+one GPU), and as many trials run at once as the cluster holds. The train split is read once, into
+Ray's object store, and shared by all the trials.
 
 What a search leaves in OUT (a folder or ``s3://...``):
 
@@ -180,13 +180,14 @@ def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | N
 
 
 def read_splits(data: str, manifest: dict) -> dict:
-    """The train and val splits, read once into Ray's object store for all the trials."""
+    """The train split, read once into Ray's object store for all the trials (each trial's
+    workers stream the val split from the shards themselves, see ``musicgen.train``)."""
     import ray.data
 
     from musicgen.dataset import shard_paths
 
-    return {split: ray.data.read_parquet(shard_paths(data, split, manifest))
-            .select_columns(["steps", "width", "roll"]).materialize() for split in ("train", "val")}
+    return {"train": ray.data.read_parquet(shard_paths(data, "train", manifest))
+            .select_columns(["steps", "width", "roll"]).materialize()}
 
 
 def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress: bool, steps: dict,
@@ -242,7 +243,8 @@ def _trial(params: dict, spec: dict, datasets: dict) -> None:
     quiet_data_context()
     trainer = _trainer_class(TensorflowTrainer)(
         train_loop,
-        train_loop_config={"kind": "lstm", "model": to_dict(cfg), "seed": spec["seed"], **spec["plan"]},
+        train_loop_config={"kind": "lstm", "model": to_dict(cfg), "seed": spec["seed"], "data": spec["data"],
+                           **spec["plan"]},
         scaling_config=ScalingConfig(num_workers=spec["workers"], use_gpu=spec["gpu"],
                                      resources_per_worker=None if spec["gpu"] else {"CPU": 1}),
         datasets=datasets,
