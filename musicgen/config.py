@@ -74,6 +74,7 @@ class VAEConfig:
     decode_block: int = 2  # steps decided together by 'sample' decoding (2 = an eighth note)
     decode_temperature: float = 0.25  # 'sample': 0 = the k most probable pitches, 1 = proportional
     decode_polyphony_scale: float = 1.0  # 'sample': pitches per block = round(this x expected polyphony)
+    decode_min_share: float = 0.15  # 'sample': never draw a pitch used < this x the image's top pitch
     steps_per_epoch: int | None = None
 
     def check(self) -> "VAEConfig":
@@ -92,6 +93,7 @@ class VAEConfig:
             raise DataError(f"decode_block ({self.decode_block}) must divide height ({self.height})")
         _check_range("decode_temperature", self.decode_temperature, 0.0, 100.0)
         _check_range("decode_polyphony_scale", self.decode_polyphony_scale, 0.0, 100.0)
+        _check_range("decode_min_share", self.decode_min_share, 0.0, 1.0)
         return self
 
 

@@ -65,7 +65,8 @@ MIN_PROBABILITY = 0.02
 
 
 def sample_notes(probs: np.ndarray, block: int, temperature: float, rng: np.random.Generator,
-                 min_probability: float = MIN_PROBABILITY, polyphony_scale: float = 1.0) -> np.ndarray:
+                 min_probability: float = MIN_PROBABILITY, polyphony_scale: float = 1.0,
+                 min_share: float = 0.0) -> np.ndarray:
     """Which cells sound (bool, shape of ``probs`` (n, height, width)), decided ``block`` steps at a time.
 
     For each block of ``block`` consecutive steps (from step 0; ``block`` must divide height), q is
@@ -74,6 +75,8 @@ def sample_notes(probs: np.ndarray, block: int, temperature: float, rng: np.rand
     random z a decoder tends to spread less probability than the data has notes), drawn without
     replacement with weights q ** (1 / temperature) (the Gumbel top-k trick), each with q >=
     ``min_probability``, and they hold for the whole block. ``temperature`` 0 takes the k most probable pitches (no randomness).
+    Pitches whose mean probability over the whole image is below ``min_share`` x that of the
+    image's most used pitch are never drawn: stray outliers would widen the pitch range.
 
     Why: a VAE decoder's probabilities are blurred in time (it is unsure *when* a voice moves), so
     one global threshold turns them into held clusters: too many pitches at once where several
@@ -87,11 +90,14 @@ def sample_notes(probs: np.ndarray, block: int, temperature: float, rng: np.rand
         raise DataError(f"decode block {block} must divide the image height {h}")
     q = p.reshape(n, h // block, block, w).mean(axis=2)
     k = np.rint(polyphony_scale * q.sum(axis=-1)).astype(np.int64)
-    keys = np.log(np.clip(q, 1e-12, 1.0))
+    profile = p.mean(axis=1, keepdims=True)  # (n, 1, w): how much each pitch is used in the image
+    outside = profile < min_share * profile.max(axis=-1, keepdims=True)
+    keys = np.where(outside, -np.inf, np.log(np.clip(q, 1e-12, 1.0)))
     if temperature > 0:
         keys = keys / temperature + rng.gumbel(size=q.shape)
     rank = np.argsort(np.argsort(-keys, axis=-1, kind="stable"), axis=-1, kind="stable")
-    on = (rank < k[..., None]) & (q >= min_probability)
+    # The most probable pitch always sounds: the corpus has no silent steps.
+    on = ((rank < k[..., None]) & (q >= min_probability)) | (rank == 0)
     return np.repeat(on, block, axis=1)
 
 
@@ -454,7 +460,8 @@ class Generator:
         if decoding == "sample":
             return sample_notes(probs, self.cfg.decode_block, self.cfg.decode_temperature,
                                 rng if rng is not None else np.random.default_rng(),
-                                polyphony_scale=self.cfg.decode_polyphony_scale)
+                                polyphony_scale=self.cfg.decode_polyphony_scale,
+                                min_share=self.cfg.decode_min_share)
         raise DataError(f"decoding must be 'sample' or 'threshold', not {decoding!r}")
 
     def generate(self, n: int, seed: int = 0, threshold: float | None = None,

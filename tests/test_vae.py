@@ -293,8 +293,12 @@ def test_sample_notes_draws_the_expected_polyphony_per_block():
     assert np.isin(hot.sum(-1), [2, 3]).all() and not hot[..., 12].any()  # a draw below the floor is dropped
     assert hot[..., 11].any()  # temperature 1: the less likely pitch is drawn sometimes
     assert hot[..., 11].mean() < hot[..., 5].mean()
-    empty = vae.sample_notes(np.full((1, 4, 16), 0.01), 1, 0.5, rng)  # expected polyphony rounds to 0
-    assert not empty.any()
+    faint = vae.sample_notes(np.full((1, 4, 16), 0.01), 1, 0.5, rng)  # expected polyphony rounds to 0
+    assert (faint.sum(-1) == 1).all()  # ...but a step is never silent: the most probable pitch sounds
+    stray = probs.copy()
+    stray[:, :2, 0] = 0.95  # the likeliest pitch of one block, rare in the image: 0.26 of pitch 5's use
+    assert vae.sample_notes(stray, 2, 0.0, rng)[:, :2, 0].all()
+    assert not vae.sample_notes(stray, 2, 0.0, rng, min_share=0.3)[..., 0].any()
     scaled = vae.sample_notes(probs, 2, 0.0, rng, polyphony_scale=4 / 3.4)  # round(4.0) = 4
     assert (scaled[0].sum(-1) == 4).all() and scaled[0][:, 11].all()
     assert (scaled[1, :2].sum(-1) == 3).all()  # round(2.95 x 4 / 3.4) = 3
