@@ -325,10 +325,10 @@ def rss_report(runs: dict, data: dict, big: str) -> None:
         print(f"| {r['corpus']} | {len(m['pieces'])} | {r['plan']['train_examples']} / {trained} | {max(r['worker_peak']) / 1e6:.0f} "
               f"({max(r['worker_private']) / 1e6:.0f}) | {r['driver_peak'] / 1e6:.0f} | {r['tree_peak'] / 1e6:.0f} "
               f"| {ours:.1f} GB / {study:.0f} GB | {r['load_mean']:.1f} |")
-    for r in (a, b):  # what train.py's val_arrays holds on each worker: every val window, x and y, float32
+    for r in (a, b):  # what the val split would take if a worker held all its windows (it streams them)
         val = r["plan"]["val_examples"] * r["window"] * (128 + 16 + 128) * 4 / r["workers"]
-        print(f"{r['corpus']}: {r['plan']['val_examples']} val windows, materialised whole on each worker "
-              f"(x + y float32): {val / 1e6:.0f} MB, before copies (list of windows, np.stack, the tf.data tensor)")
+        print(f"{r['corpus']}: {r['plan']['val_examples']} val windows, {val / 1e6:.0f} MB as float32 x + y if held "
+              f"whole (train.py streams them piece by piece instead)")
     growth = max(b["worker_peak"]) / max(a["worker_peak"]) - 1
     print(f"\nworker peak RSS {big} vs 1x: {growth:+.1%} (target within +-15%); "
           f"driver {b['driver_peak'] / a['driver_peak'] - 1:+.1%}; "
