@@ -37,6 +37,8 @@ import time
 
 import psutil
 
+from proctree import poll_tree  # benchmarks/, on the path when run as a script
+
 HERE = os.path.abspath(__file__)
 
 
@@ -130,12 +132,8 @@ def measure(cmd: list[str], env: dict) -> tuple[float, int, int, str, dict]:
     tree's RSS by process name at its peak."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    root, tree_peak, driver_peak, by_name = psutil.Process(proc.pid), 0, 0, {}
-    while proc.poll() is None:
-        try:
-            procs = [root] + root.children(recursive=True)
-        except psutil.NoSuchProcess:
-            break
+    tree_peak, driver_peak, by_name = 0, 0, {}
+    for procs in poll_tree(proc, 0.1):
         sample = {}
         for q in procs:
             try:
@@ -143,11 +141,10 @@ def measure(cmd: list[str], env: dict) -> tuple[float, int, int, str, dict]:
             except psutil.Error:
                 continue
             sample[name] = sample.get(name, 0) + rss
-            if q.pid == root.pid:
+            if q.pid == proc.pid:
                 driver_peak = max(driver_peak, rss)
         if sum(sample.values()) > tree_peak:
             tree_peak, by_name = sum(sample.values()), sample
-        time.sleep(0.1)
     out, _ = proc.communicate()  # stdout is small (a summary or one JSON line), so no pipe stall
     wall = time.perf_counter() - t
     if proc.returncode:

@@ -57,6 +57,8 @@ import time
 
 import psutil
 
+from proctree import poll_tree  # benchmarks/, on the path when run as a script
+
 HERE = os.path.abspath(__file__)
 MUSICGEN = shutil.which("musicgen", path=os.path.dirname(sys.executable)) or "musicgen"
 ENV = {**os.environ, "RAY_ADDRESS": "local", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -213,18 +215,13 @@ def _train_once(work: str, corpus: str, manifest: dict, workers: int, epochs: in
 
 
 def _poll(proc, cmd, out, corpus, workers, load_start, t, log) -> dict:
-    root = psutil.Process(proc.pid)
     worker_peak, worker_private, worker_cpu, tree_peak, driver_peak, at_peak, loads = {}, {}, {}, 0, 0, {}, []
-    while proc.poll() is None:
-        try:
-            procs = [root] + root.children(recursive=True)
-        except psutil.NoSuchProcess:
-            break
+    for procs in poll_tree(proc, 0.25):
         sample = {}
         for q in procs:
             try:
                 mem, cmdline = q.memory_info(), " ".join(q.cmdline())
-                kind = role(cmdline, q.pid, root.pid)
+                kind = role(cmdline, q.pid, proc.pid)
                 if kind == "train worker":
                     if mem.rss > worker_peak.get(q.pid, 0):
                         worker_peak[q.pid], worker_private[q.pid] = mem.rss, mem.rss - mem.shared
@@ -234,12 +231,11 @@ def _poll(proc, cmd, out, corpus, workers, load_start, t, log) -> dict:
             except psutil.Error:
                 continue
             sample[kind] = sample.get(kind, 0) + mem.rss
-            if q.pid == root.pid:
+            if q.pid == proc.pid:
                 driver_peak = max(driver_peak, mem.rss)
         if sum(sample.values()) > tree_peak:
             tree_peak, at_peak = sum(sample.values()), sample
         loads.append(os.getloadavg()[0])
-        time.sleep(0.25)
     wall = time.perf_counter() - t
     log.close()
     run = {"corpus": corpus, "workers": workers, "wall": wall, "worker_peak": sorted(worker_peak.values()),

@@ -313,6 +313,9 @@ def test_decoding_settings_are_checked():
         small_cfg(decoding="argmax")
     with pytest.raises(DataError, match="divide"):
         small_cfg(decode_block=3)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(DataError, match="decode_min_share"):
+            small_cfg(decode_min_share=bad)
 
 
 def test_augmented_segments_start_on_the_beat_grid():
