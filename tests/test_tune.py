@@ -101,7 +101,9 @@ def test_every_trial_reports_val_nll_per_epoch_for_tensorboard(search):
 
 def test_search_gives_the_cluster_back(search, ray_local):
     """Trials stopped by ASHA leave no placement group holding CPUs behind."""
-    deadline = time.monotonic() + 30
+    # Ray removes placement groups asynchronously: once in four CI runs one still held its CPU
+    # after 30 s. A leak holds it for good, so a longer wait still catches one.
+    deadline = time.monotonic() + 90
     while ray_local.available_resources().get("CPU", 0) < ray_local.cluster_resources()["CPU"]:
         assert time.monotonic() < deadline, ray_local.available_resources()
         time.sleep(1)
