@@ -6,8 +6,8 @@
 Three measurements, one after the other:
 
 1. **Model only** (this process, no HTTP): ``--concurrency`` jobs (the prompt, ``--steps`` steps,
-   seeds 0..C-1) generated one at a time (one row per step, as an unbatched replica does) and
-   then together (``extend_batch`` with the block a batching replica measures), best of 3 each.
+   seeds 0..C-1) generated one at a time (a ``StepBatcher`` of one row, as an unbatched replica
+   runs) and then together (a ``StepBatcher`` of ``--concurrency`` rows), best of 3 each.
    Also checks that each job's continuation is the same both ways.
 2. **Overhead**: one request at a time with ``steps=1`` to the unbatched deployment: the time of
    HTTP, Serve's proxy, reading the prompt, priming it and writing the MIDI, i.e. what batching
@@ -40,6 +40,8 @@ import uuid
 # far more than they bring.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -76,23 +78,32 @@ def post_extend(url: str, prompt: bytes, fields: dict, timeout: float = 600):
 
 def model_only(run: str, prompt: bytes, jobs: int, steps: int, max_batch: int, repeats: int = 3) -> dict:
     from musicgen.generate import load_extender, read_prompt
-    from musicgen_serve.batching import ExtendJob, exact_block, extend_batch
+    from musicgen_serve.batching import ExtendJob, StepBatcher
 
     ext, info = load_extender(run)
     roll = read_prompt(prompt, info).roll
-    block = exact_block(ext, max_batch)
     batch = [ExtendJob(roll, steps, 1.0, seed) for seed in range(jobs)]
-    extend_batch(ext, batch[:2], block)  # warm-up
-    t_alone = t_together = float("inf")
-    for _ in range(repeats):  # interleaved, best of each: what a loaded machine lets through
-        t = time.perf_counter()
-        alone = [extend_batch(ext, [j], 1)[0] for j in batch]
-        t_alone = min(t_alone, time.perf_counter() - t)
-        t = time.perf_counter()
-        together = extend_batch(ext, batch, block)
-        t_together = min(t_together, time.perf_counter() - t)
+    alone_b, together_b = StepBatcher(ext, 1), StepBatcher(ext, max_batch)  # as the two replicas run
+
+    def run_all(batcher):
+        futures = [batcher.submit(j) for j in batch]
+        return [f.result()[0] for f in futures]
+
+    try:
+        run_all(together_b)  # warm-up
+        t_alone = t_together = float("inf")
+        for _ in range(repeats):  # interleaved, best of each: what a loaded machine lets through
+            t = time.perf_counter()
+            alone = run_all(alone_b)
+            t_alone = min(t_alone, time.perf_counter() - t)
+            t = time.perf_counter()
+            together = run_all(together_b)
+            t_together = min(t_together, time.perf_counter() - t)
+    finally:
+        alone_b.close()
+        together_b.close()
     same = sum(np.array_equal(a, b) for a, b in zip(alone, together))
-    return {"jobs": jobs, "steps": steps, "prompt_steps": len(roll), "block": block,
+    return {"jobs": jobs, "steps": steps, "prompt_steps": len(roll), "block": together_b.block,
             "one_at_a_time_jobs_per_s": round(jobs / t_alone, 2), "batched_jobs_per_s": round(jobs / t_together, 2),
             "speedup": round(t_alone / t_together, 2), "same_continuation": f"{same}/{jobs}"}
 
@@ -114,7 +125,7 @@ def measure(base: str, prompt: bytes, requests: int, concurrency: int, steps: in
             "requests_per_s": round(requests / wall, 3),
             "p50_s": round(float(np.percentile(latencies, 50)), 3),
             "p99_s": round(float(np.percentile(latencies, 99)), 3),
-            "mean_batch": round(float(np.mean([int(r[2]["X-Batch-Size"]) for r in results])), 2),
+            "mean_batch": round(float(np.mean([float(r[2]["X-Batch-Size"]) for r in results])), 2),
             "mean_generation_s": round(float(np.mean([float(r[2]["X-Generation-Seconds"]) for r in results])), 3),
             "_latencies": latencies, "_bytes": {i: r[1] for i, r in enumerate(results)}}
 

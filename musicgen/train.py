@@ -28,6 +28,7 @@ MODEL_DIR = "model"
 WEIGHTS = "weights.h5"
 HISTORY = "history.json"
 CHECKPOINTS = "checkpoints"  # Ray Train's run folder under OUT: one checkpoint per epoch, best 3 kept
+BLOCK_BYTES = 4 << 20  # Ray Data blocks of a training read (read_split): ~100 pieces of the beat grid
 
 
 def model_module(kind: str):
@@ -83,6 +84,25 @@ def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fa
             for _ in range(steps - done):
                 yield fallback
             return
+
+
+def read_split(data: str, split: str, manifest: dict | None = None):
+    """A split of a prepared dataset as a Ray Data dataset of (steps, width, roll) rows, in blocks
+    of at most about :data:`BLOCK_BYTES`.
+
+    Ray Data 2.60 lists all the shards in one task and reads them in one task whose output blocks
+    grow up to ``target_max_block_size`` (128 MB): with the corpus 10x larger its one block was 10x
+    larger (111 MB), and so was what a training worker held. The dataset keeps the context it was
+    made with, so the smaller block size applies to this read only.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    default, ctx.target_max_block_size = ctx.target_max_block_size, BLOCK_BYTES
+    try:
+        return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(["steps", "width", "roll"])
+    finally:
+        ctx.target_max_block_size = default
 
 
 def train_loop(config: dict) -> None:
@@ -210,10 +230,7 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     cpu_per_worker = 1.0 if gpu or cpus - workers >= 1 else max(0.1, (cpus - 1) / workers)
     if gpu and workers > available.get("GPU", 0):
         raise DataError(f"--gpu with --workers {workers}: the cluster has {int(available.get('GPU', 0))} GPUs")
-    def read(split):
-        return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(["steps", "width", "roll"])
-
-    datasets = {"train": read("train")}
+    datasets = {"train": read_split(data, "train", manifest)}
     monitor = "val_loss" if steps["val_steps"] else "loss"
     board = None if storage.is_s3(out) else os.path.join(_storage_path(out), "tensorboard")  # local OUT only
     trainer = TensorflowTrainer(

@@ -14,9 +14,10 @@ Routes (``/docs`` has the OpenAPI page):
 Every bad request gets a 4xx JSON ``{"error": "..."}``; request bodies are limited before they are
 parsed (:mod:`musicgen_serve.limits`); every request has a time limit.
 
-Concurrent extend requests are batched (``@serve.batch``) into one stateful LSTM generation
-(:func:`musicgen_serve.batching.extend_batch`) with per-request seeds: a request gets the same bytes
-whatever it is batched with.
+Concurrent extend requests are generated together, continuously: a request joins its model's
+running generation at the next step and leaves when it has its steps
+(:class:`musicgen_serve.batching.StepBatcher`; ``@serve.batch`` admits requests that arrive together
+at the same step), with per-request seeds: a request gets the same bytes whatever it is batched with.
 
 Deploy with :func:`musicgen_serve.runner.run` (``musicgen serve``), or ``serve run/deploy serve/config.yaml``
 (import path ``musicgen_serve.app:build``, builder args = :class:`Settings`).
@@ -32,7 +33,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Literal
 
@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicgen.generate import MAX_STEPS
 
-from .batching import ExtendJob, exact_block, extend_batch
+from .batching import ExtendJob, StepBatcher
 from .limits import BodyLimit
 from .registry import Registry, UnknownModel, parse_spec
 
@@ -59,7 +59,8 @@ FORM_OVERHEAD = 64 << 10  # multipart framing and the small fields, on top of th
 JSON_BODY_LIMIT = 64 << 10
 # Replicas run BLAS single-threaded: batched steps are then exact whatever the batch (see batching.py),
 # and a replica does not oversubscribe its CPUs. TensorFlow keeps its own thread pools.
-REPLICA_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+REPLICA_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+               "TF_NUM_INTEROP_THREADS": "1"}
 
 
 class Settings(BaseModel):
@@ -143,34 +144,26 @@ class Service:
         self.settings = settings
         specs = [parse_spec(s, "lstm") for s in settings.lstm] + [parse_spec(s, "vae") for s in settings.vae]
         self.registry = registry if registry is not None else Registry.load(specs)
-        if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
-            logger.warning("musicgen serve: OPENBLAS_NUM_THREADS is not 1; BLAS threads make the step slower "
-                           "and its exact block larger (set it in the replica's runtime_env)")
-        for m in self.registry.models.values():  # rows per padded block of a batched step (batching.py)
+        if any(os.environ.get(k) != v for k, v in REPLICA_ENV.items()):
+            logger.warning("musicgen serve: set %s in the replica's runtime_env: maths threads make the "
+                           "step slower and its exact block larger", ", ".join(f"{k}={v}" for k, v in REPLICA_ENV.items()))
+        # One continuous batcher per LSTM (batching.py): its own thread steps all its running jobs.
+        self.batchers = {m.id: StepBatcher(m.model, settings.max_batch_size, name=m.id)
+                         for m in self.registry.models.values() if m.kind == "lstm"}
+        for m in self.registry.models.values():
             if m.kind == "lstm":
-                m.block = exact_block(m.model, settings.max_batch_size)
-        self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one generation at a time
+                m.block = self.batchers[m.id].block
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one VAE generation at a time
         self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
-        self._extend_batched.set_max_batch_size(settings.max_batch_size)
-        self._extend_batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._admit.set_max_batch_size(settings.max_batch_size)
+        self._admit.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     # --- extend ------------------------------------------------------------------------------
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _extend_batched(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
-        return await asyncio.get_running_loop().run_in_executor(self._compute, self._run_batch, items)
-
-    def _run_batch(self, items: list[tuple]) -> list[tuple[np.ndarray, int]]:
-        """(continuation, size of the batch it was generated in) per item; one batch per model."""
-        by_model = defaultdict(list)
-        for i, (model, _) in enumerate(items):
-            by_model[model.id].append(i)
-        out: list = [None] * len(items)
-        for rows in by_model.values():
-            model = items[rows[0]][0]
-            for i, cont in zip(rows, extend_batch(model.model, [items[i][1] for i in rows], model.block)):
-                out[i] = (cont, len(rows))
-        return out
+    async def _admit(self, items: list[tuple]) -> list[asyncio.Future]:
+        """Requests that arrive together join their model's running generation at the same step."""
+        return [asyncio.wrap_future(self.batchers[model.id].submit(job)) for model, job in items]
 
     def check_extend(self, params: ExtendParams):
         if params.steps > self.settings.max_steps:
@@ -194,11 +187,12 @@ class Service:
         return piece
 
     async def extend(self, model, piece, params: ExtendParams):
-        """(prompt + continuation roll, MIDI bytes, size of the batch it was generated in)."""
+        """(prompt + continuation roll, MIDI bytes, mean rows per step it was generated with)."""
         from musicgen.midi import roll_to_midi
 
         job = ExtendJob(piece.roll, params.steps, params.temperature, params.seed)
-        cont, batch = await self._with_time_limit(self._extend_batched((model, job)))
+        future = await self._admit((model, job))
+        cont, batch = await self._with_time_limit(future)  # a timeout cancels the job in the batcher
         roll = np.concatenate([piece.roll, cont])
 
         def write():  # tens of ms of mido for a long piece: off the event loop
@@ -342,7 +336,7 @@ def make_app(service: Service):
         started = time.perf_counter()
         roll, mid, batch = await service.extend(lstm, piece, params)
         headers = {"X-Model": lstm.id, "X-Seed": str(params.seed), "X-Prompt-Steps": str(len(piece.roll)),
-                   "X-Batch-Size": str(batch), "X-Generation-Seconds": f"{time.perf_counter() - started:.3f}"}
+                   "X-Batch-Size": f"{batch:.1f}", "X-Generation-Seconds": f"{time.perf_counter() - started:.3f}"}
         split = len(piece.roll)
         if format == "midi":
             return Response(mid, media_type="audio/midi",
@@ -360,7 +354,7 @@ def make_app(service: Service):
         wav, engine = await asyncio.to_thread(service.wav, roll, lstm.steps_per_beat, piece.tempos, mid)
         return JSONResponse({"model": lstm.id, "steps": params.steps, "temperature": params.temperature,
                              "seed": params.seed, "prompt_steps": split, "total_steps": len(roll),
-                             "steps_per_beat": lstm.steps_per_beat, "batch_size": batch, "midi": _b64(mid),
+                             "steps_per_beat": lstm.steps_per_beat, "batch_size": round(batch, 1), "midi": _b64(mid),
                              "png": _b64(png), "wav": _b64(wav), "audio_engine": engine}, headers=headers)
 
     @app.post("/v1/generate", summary="new pieces from a VAE",

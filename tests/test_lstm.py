@@ -140,15 +140,21 @@ def test_config_checks_ranges():
         preset("lstm", "huge")
 
 
-@pytest.mark.parametrize("skip, position", [(True, True), (False, False)])
-def test_numpy_step_matches_the_keras_model(skip, position):
+@pytest.mark.parametrize("skip, position, xla", [(True, True, False), (False, False, False), (True, True, True)])
+def test_step_matches_the_keras_model(skip, position, xla, monkeypatch):
+    """The numpy step (one row, or small nets) and the XLA step (several rows of a large net;
+    forced here on a small one) against the compiled Keras model."""
+    if xla:
+        monkeypatch.setattr(lstm, "XLA_MIN_WEIGHTS", 0)
     cfg = LSTMConfig(layers=2, units=16, window=8, position=position, steps_per_bar=4, skip=skip)
     ext = lstm.Extender.from_training_model(cfg, lstm.build_model(cfg))
     x = np.random.default_rng(0).random((3, 6, lstm.n_features(cfg))).astype(np.float32)
     probs, state = ext._run(x, ext.zero_state(3))
-    s = ext.zero_state(3)
-    for t in range(6):
-        p, s = ext.step(x[:, t], s)
-    np.testing.assert_allclose(p, probs[:, -1], atol=1e-5)
-    for a, b in zip(s, state):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    for rows in (3, 1):
+        s = ext.zero_state(rows)
+        for t in range(6):
+            p, s = ext.step(x[:rows, t], s)
+        np.testing.assert_allclose(p, probs[:rows, -1], atol=1e-5)
+        for a, b in zip(s, state):
+            np.testing.assert_allclose(a, b[:rows], atol=1e-5)
+    assert (ext._fused[2] is not None) == xla

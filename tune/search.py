@@ -182,12 +182,9 @@ def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | N
 def read_splits(data: str, manifest: dict) -> dict:
     """The train split, read once into Ray's object store for all the trials (each trial's
     workers stream the val split from the shards themselves, see ``musicgen.train``)."""
-    import ray.data
+    from musicgen.train import read_split
 
-    from musicgen.dataset import shard_paths
-
-    return {"train": ray.data.read_parquet(shard_paths(data, "train", manifest))
-            .select_columns(["steps", "width", "roll"]).materialize()}
+    return {"train": read_split(data, "train", manifest).materialize()}
 
 
 def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress: bool, steps: dict,
