@@ -274,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-n", type=_positive, help="most pieces one generate request may ask for (default 16)")
     c.add_argument("--timeout", type=_positive_float, help="seconds one request may generate for (default 120)")
     c.add_argument("--max-batch-size", type=_positive, help="extend requests generated together (default 16; 1: none)")
-    c.add_argument("--replicas", type=_positive, default=1, help="replicas of the deployment (default 1)")
-    c.add_argument("--num-cpus", type=_positive_float, default=1.0, help="CPUs reserved per replica (default 1)")
-    c.add_argument("--gpu", action="store_true", help="one GPU per replica")
+    c.add_argument("--replicas", type=_positive, default=1, help="replicas of each deployment, the models and the ingress (default 1)")
+    c.add_argument("--num-cpus", type=_positive_float, default=1.0, help="CPUs reserved per models replica (default 1; the ingress reserves none)")
+    c.add_argument("--gpu", action="store_true", help="one GPU per models replica")
     c.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")

@@ -3,7 +3,8 @@
 The folder serve/ is installed as the package ``musicgen_serve`` (see pyproject.toml).
 
 * :func:`run` / :func:`start` (runner.py): deploy on a local or given Ray; ``musicgen serve``.
-* app.py: the deployment, FastAPI routes, limits, batching; ``musicgen_serve.app:build`` is the
+* app.py: the deployments (the ingress: FastAPI routes, limits; the models), continuous
+  batching in batching.py; ``musicgen_serve.app:build`` is the
   application builder of serve/config.yaml (``serve run`` / ``serve deploy``).
 * benchmarks/serve_batching.py and benchmarks/serve_soak.py (outside the package) measure it over HTTP.
 

@@ -2,7 +2,7 @@
 
 Routes (``/docs`` has the OpenAPI page):
 
-* ``GET /v1/health`` -> ``{"status": "ok"}`` once the replica has loaded its models;
+* ``GET /v1/health`` -> ``{"status": "ok"}`` once the models deployment answers;
 * ``GET /v1/models`` -> the loaded models (id, kind, default, training metrics);
 * ``POST /v1/extend`` -> multipart field ``midi`` plus ``steps``, ``temperature``, ``seed``,
   ``model`` (query or form): the prompt followed by ``steps`` generated steps, ``audio/midi``;
@@ -18,6 +18,12 @@ Concurrent extend requests are generated together, continuously: a request joins
 running generation at the next step and leaves when it has its steps
 (:class:`musicgen_serve.batching.StepBatcher`; ``@serve.batch`` admits requests that arrive together
 at the same step), with per-request seeds: a request gets the same bytes whatever it is batched with.
+
+Two deployments: ``musicgen``, the ingress (:class:`MusicService`: HTTP, limits, MIDI in and out,
+pictures and sound), calls ``models`` (:class:`ModelServer`: the runs, batching, generation)
+through a handle. A request whose models replica dies under it (SIGKILL, out of memory, a lost
+node) is sent again to another replica or to the one Serve starts instead, within the request's
+time limit (:class:`RemoteModels`); generation is deterministic, so it gets the same bytes.
 
 Deploy with :func:`musicgen_serve.runner.run` (``musicgen serve``), or ``serve run/deploy serve/config.yaml``
 (import path ``musicgen_serve.app:build``, builder args = :class:`Settings`).
@@ -48,7 +54,7 @@ from musicgen.generate import MAX_STEPS
 
 from .batching import ExtendJob, StepBatcher
 from .limits import BodyLimit
-from .registry import Registry, UnknownModel, parse_spec
+from .registry import Model, Registry, UnknownModel, parse_spec
 
 logger = logging.getLogger("ray.serve")
 
@@ -137,8 +143,8 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-class Service:
-    """Models, batching and rendering of one replica (no HTTP here)."""
+class Models:
+    """The models of one model replica: loading, continuous batching, VAE generation (no HTTP)."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None):
         self.settings = settings
@@ -153,22 +159,95 @@ class Service:
         for m in self.registry.models.values():
             if m.kind == "lstm":
                 m.block = self.batchers[m.id].block
-        self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-model")  # one VAE generation at a time
-        self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="musicgen-vae")  # one VAE generation at a time
         self._admit.set_max_batch_size(settings.max_batch_size)
         self._admit.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
-    # --- extend ------------------------------------------------------------------------------
+    def describe(self) -> list[dict]:
+        return self.registry.describe()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _admit(self, items: list[tuple]) -> list[asyncio.Future]:
         """Requests that arrive together join their model's running generation at the same step."""
         return [asyncio.wrap_future(self.batchers[model.id].submit(job)) for model, job in items]
 
-    def check_extend(self, params: ExtendParams):
+    async def extend(self, model_id: str, roll: np.ndarray, steps: int, temperature: float,
+                     seed: int) -> tuple[np.ndarray, float]:
+        """(continuation (steps, 128), mean rows per step it was generated with); cancelling the
+        call (the caller's time limit) drops the job from the batch."""
+        model = self.registry.get("lstm", model_id)
+        future = await self._admit((model, ExtendJob(roll, steps, temperature, seed)))
+        return await future
+
+    async def generate(self, model_id: str, n: int, seed: int) -> list[np.ndarray]:
+        model = self.registry.get("vae", model_id)
+        return await asyncio.get_running_loop().run_in_executor(self._compute, model.model.generate, n, seed)
+
+
+class LocalModels:
+    """Calls to a :class:`Models` in this process (tests, one-process use)."""
+
+    def __init__(self, models: Models):
+        self.models = models
+
+    async def __call__(self, method: str, *args):
+        result = getattr(self.models, method)(*args)
+        return await result if asyncio.iscoroutine(result) else result
+
+
+class RemoteModels:
+    """Calls to the models deployment through a Serve handle. A call whose replica dies under it
+    (killed, out of memory, its node lost) goes to another replica, or to the replacement Serve
+    starts, until the caller's time limit: generation is deterministic, so a retried request gets
+    the bytes it would have got."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def __call__(self, method: str, *args):
+        from ray.exceptions import RayActorError
+
+        delay = 0.25
+        while True:
+            response = getattr(self.handle, method).remote(*args)
+            try:
+                return await response
+            except asyncio.CancelledError:  # the time limit: stop the generation too
+                response.cancel()
+                raise
+            except RayActorError as e:
+                logger.warning("musicgen serve: a models replica died during %s (%s); trying again", method,
+                               type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+
+class Service:
+    """What the ingress does around the models: limits, MIDI in and out, rendering (no HTTP here).
+
+    ``call(method, *args)`` awaits a :class:`Models` method: :class:`RemoteModels` in the
+    deployment, :class:`LocalModels` in one process.
+    """
+
+    def __init__(self, settings: Settings, call):
+        self.settings = settings
+        self._call = call
+        self._registry: Registry | None = None
+        self._render_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+
+    async def registry(self) -> Registry:
+        """The served models, as the models deployment describes them (asked once)."""
+        if self._registry is None:
+            described = await self._with_time_limit(self._call("describe"))
+            self._registry = Registry([Model.described(d) for d in described])
+        return self._registry
+
+    # --- extend ------------------------------------------------------------------------------
+
+    async def check_extend(self, params: ExtendParams):
         if params.steps > self.settings.max_steps:
             raise RequestError(422, f"steps: must be at most {self.settings.max_steps}, not {params.steps}")
-        return self.registry.get("lstm", params.model)
+        return (await self.registry()).get("lstm", params.model)
 
     def read_prompt(self, data: bytes, model, name: str):
         from musicgen.errors import MidiError
@@ -190,9 +269,8 @@ class Service:
         """(prompt + continuation roll, MIDI bytes, mean rows per step it was generated with)."""
         from musicgen.midi import roll_to_midi
 
-        job = ExtendJob(piece.roll, params.steps, params.temperature, params.seed)
-        future = await self._admit((model, job))
-        cont, batch = await self._with_time_limit(future)  # a timeout cancels the job in the batcher
+        cont, batch = await self._with_time_limit(
+            self._call("extend", model.id, piece.roll, params.steps, params.temperature, params.seed))
         roll = np.concatenate([piece.roll, cont])
 
         def write():  # tens of ms of mido for a long piece: off the event loop
@@ -208,8 +286,7 @@ class Service:
 
         if n > self.settings.max_n:
             raise RequestError(422, f"n: must be at most {self.settings.max_n}, not {n}")
-        loop = asyncio.get_running_loop()
-        rolls = await self._with_time_limit(loop.run_in_executor(self._compute, model.model.generate, n, seed))
+        rolls = await self._with_time_limit(self._call("generate", model.id, n, seed))
         midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, model.steps_per_beat)) for r in rolls])
         return list(zip(rolls, midis))
 
@@ -298,11 +375,12 @@ def make_app(service: Service):
 
     @app.get("/v1/health", summary="ready once the models are loaded")
     async def health() -> dict:
+        await service.registry()  # the models deployment answers
         return {"status": "ok"}
 
     @app.get("/v1/models", summary="the loaded models: ids, kinds, training metrics, defaults")
     async def models() -> dict:
-        listed = service.registry.describe()
+        listed = (await service.registry()).describe()
         return {"models": listed, "defaults": {m["kind"]: m["id"] for m in listed if m["default"]}}
 
     @app.post("/v1/extend", summary="continue a MIDI prompt with an LSTM",
@@ -327,7 +405,7 @@ def make_app(service: Service):
                  "model": (model, model_q)}
         params = ExtendParams(**{k: f if f is not None else q for k, (f, q) in given.items()
                                  if f is not None or q is not None})
-        lstm = service.check_extend(params)
+        lstm = await service.check_extend(params)
         data = await midi.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise RequestError(413, f"midi: the file is larger than the limit of {settings.max_upload_bytes} bytes")
@@ -364,7 +442,7 @@ def make_app(service: Service):
                                                    **responses})
     async def generate(body: GenerateRequest,
                        format: Annotated[Literal["midi", "json"], Query(description="midi: MIDI or zip; json: base64 MIDI, PNG, WAV")] = "midi"):
-        vae = service.registry.get("vae", body.model)
+        vae = (await service.registry()).get("vae", body.model)
         pieces = await service.generate(vae, body.n, body.seed)
         headers = {"X-Model": vae.id, "X-Seed": str(body.seed)}
         if format == "json":
@@ -387,25 +465,50 @@ def make_app(service: Service):
     return app
 
 
-@serve.deployment(name="musicgen", max_ongoing_requests=64,
+@serve.deployment(name="models", max_ongoing_requests=64,
                   ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}},
+                  health_check_period_s=10, health_check_timeout_s=60)
+class ModelServer:
+    """The models deployment: loads the runs in its constructor; the ingress calls it by handle.
+    Apart from the ingress so that a request whose model replica dies is retried on another."""
+
+    def __init__(self, settings: dict):
+        self.models = Models(Settings(**settings))
+
+    def describe(self) -> list[dict]:
+        return self.models.describe()
+
+    async def extend(self, *args):
+        return await self.models.extend(*args)
+
+    async def generate(self, *args):
+        return await self.models.generate(*args)
+
+
+# The ingress parses requests, reads and writes MIDI and renders pictures and sound; it reserves
+# no CPU (as Serve's own proxies), so that the models deployment can take a node's CPUs.
+@serve.deployment(name="musicgen", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0},
                   health_check_period_s=10, health_check_timeout_s=60)
 @serve.ingress()
 class MusicService:
-    """The Serve deployment: loads the runs in its constructor, then builds the FastAPI app."""
+    """The ingress deployment: the FastAPI app over the models deployment's handle."""
 
-    def __init__(self, settings: dict):
-        self.service = Service(Settings(**settings))
+    def __init__(self, settings: dict, models):
+        self.service = Service(Settings(**settings), RemoteModels(models))
 
     def __serve_build_asgi_app__(self):
         return make_app(self.service)
+
+
+def bind(settings: Settings, ingress: dict | None = None, models: dict | None = None):
+    """The application: the ingress over the models deployment, with these deployment options."""
+    needed = {"max_ongoing_requests": max(64, 2 * settings.max_batch_size)}  # >= max_batch_size or batches never fill
+    models_app = ModelServer.options(**{**needed, **(models or {})}).bind(settings.model_dump())
+    return MusicService.options(**{**needed, **(ingress or {})}).bind(settings.model_dump(), models_app)
 
 
 def build(args: Settings):
     """Application builder (``import_path: musicgen_serve.app:build`` in serve/config.yaml)."""
     if not (args.lstm or args.vae):
         raise ValueError("musicgen_serve.app:build needs at least one run in args.lstm or args.vae")
-    opts = {}
-    if args.max_batch_size > 64:  # max_ongoing_requests must be >= max_batch_size or batches never fill
-        opts["max_ongoing_requests"] = 2 * args.max_batch_size
-    return (MusicService.options(**opts) if opts else MusicService).bind(args.model_dump())
+    return bind(args)

@@ -111,6 +111,12 @@ class Model:
     def steps_per_beat(self) -> int:
         return self.info.get("steps_per_beat") or 4
 
+    @classmethod
+    def described(cls, d: dict) -> "Model":
+        """The model that :meth:`describe` gave ``d`` for, without its weights (what the ingress knows)."""
+        return cls(d["id"], d["kind"], None, {"steps_per_beat": d["steps_per_beat"], "config": d["config"]},
+                   {"best": d["metrics"], "epochs": d["epochs"]}, block=d.get("batch_block", 1))
+
     def describe(self) -> dict:
         cfg = self.info.get("config", {})
         return {"id": self.id, "kind": self.kind, "default": self.default,

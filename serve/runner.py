@@ -89,19 +89,16 @@ def settings_for(lstm_runs, vae_runs, **limits):
 
 def application(settings, *, replicas: int | str = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
                 max_ongoing_requests: int | None = None, autoscaling: dict | None = None):
-    """The bound Serve application for ``settings`` with these deployment options."""
-    from .app import REPLICA_ENV, MusicService
+    """The bound Serve application for ``settings``: the models deployment with these options
+    (CPUs and GPUs per replica), and an ingress with as many replicas (no CPU reserved)."""
+    from .app import REPLICA_ENV, bind
 
     actor = {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(REPLICA_ENV)}}
     if num_gpus:
         actor["num_gpus"] = num_gpus
-    opts = {"ray_actor_options": actor,
-            "max_ongoing_requests": max(max_ongoing_requests or 64, settings.max_batch_size)}
-    if autoscaling:
-        opts["autoscaling_config"] = autoscaling
-    else:
-        opts["num_replicas"] = replicas
-    return MusicService.options(**opts).bind(settings.model_dump())
+    scale = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}
+    common = {"max_ongoing_requests": max(max_ongoing_requests or 64, settings.max_batch_size), **scale}
+    return bind(settings, ingress=common, models={**common, "ray_actor_options": actor})
 
 
 def start(lstm_runs, vae_runs=(), host: str = "127.0.0.1", port: int = 8000, *, ray_address: str | None = None,

@@ -212,9 +212,8 @@ def test_continuous_batching_gives_each_job_its_own_continuation(xla, monkeypatc
 
 def test_time_limit_gives_503():
     from musicgen_serve.app import RequestError, Service, Settings
-    from musicgen_serve.registry import Registry
 
-    service = Service(Settings(timeout_s=0.1), registry=Registry([]))
+    service = Service(Settings(timeout_s=0.1), call=None)
     with pytest.raises(RequestError) as e:
         asyncio.run(service._with_time_limit(asyncio.sleep(5)))
     assert e.value.status == 503 and "time limit" in str(e.value)
@@ -232,12 +231,14 @@ def test_config_yaml_is_a_valid_serve_config():
     app = schema.applications[0]
     assert app.import_path == "musicgen_serve.app:build"
     args = Settings(**app.args)  # the builder's arguments validate
-    deployment = app.deployments[0]
-    assert deployment.name == "musicgen"
-    assert deployment.max_ongoing_requests >= args.max_batch_size
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == {"musicgen", "models"}  # the names of musicgen_serve.app's deployments
+    models = deployments["models"]
+    assert models.max_ongoing_requests >= args.max_batch_size
     from musicgen_serve.app import REPLICA_ENV
-    assert deployment.ray_actor_options.runtime_env["env_vars"] == REPLICA_ENV  # single-threaded maths
-    assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]
+    assert models.ray_actor_options.runtime_env["env_vars"] == REPLICA_ENV  # single-threaded maths
+    for d in deployments.values():
+        assert d.autoscaling_config["max_replicas"] >= d.autoscaling_config["min_replicas"]
 
 
 def test_synth_writes_a_wav_of_the_right_length():
@@ -459,3 +460,47 @@ def test_page_in_headless_chromium(server, chorales):
             browser.close()
     assert not outside, f"the page requested outside resources: {outside}"
     assert (artifacts / "serve-page.png").stat().st_size > 10_000
+
+
+def test_requests_survive_a_models_replica_killed_under_them(server, prompts):
+    """SIGKILL the models replica while extend requests run on it: Serve starts another, the
+    ingress sends the requests there, and each gets the bytes it gets without the kill."""
+    import signal
+    import time
+
+    import psutil
+
+    def replica():
+        """The pid of the models replica (the process Ray titles ray::ServeReplica:APP:models)."""
+        pids = []
+        for proc in psutil.process_iter(["cmdline"]):
+            title = " ".join(proc.info["cmdline"] or [])
+            if title.startswith("ray::ServeReplica:") and title.split()[0].endswith(":models"):
+                pids.append(proc.pid)
+        return pids[0] if len(pids) == 1 else None
+
+    jobs = [dict(steps=4000, seed=40 + i, temperature=1.1) for i in range(6)]
+    expected = [extend(server, prompts[i % len(prompts)], **job) for i, job in enumerate(jobs)]
+    assert all(e[0] == 200 for e in expected)
+    victim = replica()
+    assert victim is not None
+    done = []
+
+    def timed(i):
+        out = extend(server, prompts[i % len(prompts)], **jobs[i])
+        done.append(time.monotonic())
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(timed, i) for i in range(len(jobs))]
+        time.sleep(0.3)
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        results = [f.result(timeout=240) for f in futures]
+    assert [r[0] for r in results] == [200] * len(jobs), [r[1][:200] for r in results]
+    assert [r[1] for r in results] == [e[1] for e in expected]
+    assert sum(t > killed_at for t in done) >= 1, "no request was in flight when the replica was killed"
+    deadline = time.monotonic() + 120
+    while replica() in (None, victim) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert replica() not in (None, victim), "Serve did not replace the replica"
