@@ -30,15 +30,22 @@ Decisions for what real files contain (each has a hand-built file in tests/test_
   are played one after another.
 * In the roll a re-strike at the same velocity is indistinguishable from a held note: a roll cannot
   say more than "which pitches sound how loud at each step".
+
+Reading is mido's: a plain file's channel messages are decoded straight from its bytes (what
+mido's checked message objects would say, 5x faster), its meta messages by mido, and any file out
+of the ordinary (truncated or odd chunks, running status after a sysex, system messages) by
+``mido.MidiFile``, whose errors become :class:`MidiError`.
 """
 from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass, field
 
 import mido
 import numpy as np
+from mido.midifiles.meta import build_meta_message
 
 from .errors import MidiError
 
@@ -49,6 +56,7 @@ DRUM_CHANNEL = 9
 SMPTE_NOMINAL_BPM = 120.0
 
 _NOTE_ON, _NOTE_OFF, _PEDAL = 1, 0, 2
+_MAX_MESSAGE_BYTES = 1_000_000  # mido's MAX_MESSAGE_LENGTH
 
 
 @dataclass
@@ -72,26 +80,133 @@ def _source_name(src, name):
     return "<bytes>"
 
 
-def _open(src, name) -> mido.MidiFile:
-    if isinstance(src, mido.MidiFile):
-        return src
+def _read_bytes(src, name) -> bytes:
     try:
         if isinstance(src, (bytes, bytearray, memoryview)):
-            return mido.MidiFile(file=io.BytesIO(bytes(src)))
+            return bytes(src)
         if isinstance(src, (str, os.PathLike)):
             with open(src, "rb") as f:
-                return mido.MidiFile(file=io.BytesIO(f.read()))
+                return f.read()
         if hasattr(src, "read"):
-            return mido.MidiFile(file=src)
+            return src.read()
     except FileNotFoundError:
         raise MidiError(name, "no such file") from None
     except IsADirectoryError:
         raise MidiError(name, "is a directory, not a MIDI file") from None
+    except OSError as e:
+        raise MidiError(name, f"cannot be read ({e})") from None
+    raise TypeError(f"midi source must be a path, bytes or mido.MidiFile, not {type(src).__name__}")
+
+
+def _open(data: bytes, name) -> mido.MidiFile:
+    try:
+        return mido.MidiFile(file=io.BytesIO(data))
     except EOFError:
         raise MidiError(name, "not a readable MIDI file (ends early: truncated?)") from None
     except Exception as e:  # mido raises OSError, ValueError, KeyError, ... on malformed bytes
         raise MidiError(name, f"not a readable MIDI file ({e or type(e).__name__})") from None
-    raise TypeError(f"midi source must be a path, bytes or mido.MidiFile, not {type(src).__name__}")
+
+
+def _fast_events(data: bytes, sustain: bool):
+    """``(ticks_per_beat, _events(mido.MidiFile(file=data)))`` without building mido's message
+    objects, which is most of the time mido takes to read a file (~5 us a message); or None for
+    anything but a plain file: a truncated or odd chunk, running status after a sysex, system
+    messages, data bytes over 127... mido then reads it and raises what it raises. Meta messages
+    are decoded by mido itself. tests/test_midi.py checks that both give the same on real and on
+    mutated files.
+    """
+    n = len(data)
+    if n < 14 or data[:4] != b"MThd":
+        return None
+    size = int.from_bytes(data[4:8], "big")
+    if size < 6 or 8 + size > n:
+        return None
+    ftype, ntracks, division = struct.unpack(">hhh", data[8:14])
+    pos, offset, end = 8 + size, 0, 0
+    events, tempos, sigs = [], [], []
+    for t in range(ntracks):
+        if data[pos:pos + 4] != b"MTrk" or pos + 8 > n:
+            return None
+        stop = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
+        if stop > n:
+            return None
+        pos, tick, i, last = pos + 8, offset, 0, None
+        while pos < stop:
+            delta = 0
+            while True:  # variable-length delta time
+                if pos >= stop:
+                    return None
+                b = data[pos]
+                pos += 1
+                delta = (delta << 7) | (b & 0x7F)
+                if b < 0x80:
+                    break
+            tick += delta
+            if pos >= stop:
+                return None
+            status = data[pos]
+            if status < 0x80:  # running status: this byte is the first data byte
+                if last is None or last >= 0xF0:
+                    return None
+                status = last
+            else:
+                pos += 1
+            if status < 0xF0:  # a channel message
+                last = status
+                kind, two = status & 0xF0, status & 0xE0 != 0xC0  # program change, aftertouch: one byte
+                if pos + 1 + two > stop:
+                    return None
+                d1, d2 = data[pos], data[pos + 1] if two else 0
+                if d1 > 127 or d2 > 127:
+                    return None
+                pos += 1 + two
+                if kind == 0x90:
+                    events.append((tick, t, i, _NOTE_ON if d2 else _NOTE_OFF, status & 0x0F, d1, d2))
+                elif kind == 0x80:
+                    events.append((tick, t, i, _NOTE_OFF, status & 0x0F, d1, 0))
+                elif kind == 0xB0 and d1 == 64 and sustain:
+                    events.append((tick, t, i, _PEDAL, status & 0x0F, 0, d2))
+            elif status in (0xFF, 0xF0, 0xF7):  # meta message or sysex
+                if status == 0xFF:
+                    if pos >= stop:
+                        return None
+                    meta_type, pos = data[pos], pos + 1
+                else:
+                    last = status  # as mido does
+                length = 0
+                while True:
+                    if pos >= stop:
+                        return None
+                    b = data[pos]
+                    pos += 1
+                    length = (length << 7) | (b & 0x7F)
+                    if b < 0x80:
+                        break
+                if length > _MAX_MESSAGE_BYTES or pos + length > stop:
+                    return None
+                body, pos = data[pos:pos + length], pos + length
+                if status != 0xFF:
+                    if max(body[1 if body[:1] == b"\xf0" else 0:len(body) - (body[-1:] == b"\xf7")], default=0) > 127:
+                        return None  # mido refuses a sysex data byte over 127
+                else:
+                    try:
+                        msg = build_meta_message(meta_type, list(body), delta)
+                    except Exception:
+                        return None
+                    if msg.type == "set_tempo" and msg.tempo > 0:
+                        tempos.append((tick, msg.tempo))
+                    elif msg.type == "time_signature":
+                        sigs.append((tick, msg.numerator, msg.denominator))
+            else:  # system common and real-time messages: rare in files, left to mido
+                return None
+            i += 1
+        end = max(end, tick)
+        if ftype == 2:
+            offset = tick
+    events.sort()
+    tempos.sort(key=lambda x: x[0])
+    sigs.sort(key=lambda x: x[0])
+    return division, (events, tempos, sigs, end)
 
 
 def _events(mid: mido.MidiFile, sustain: bool):
@@ -171,14 +286,21 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
     if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
         raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
     name = _source_name(src, name)
-    mid = _open(src, name)
-    division = mid.ticks_per_beat
+    fast = None
+    if not isinstance(src, mido.MidiFile):
+        data = _read_bytes(src, name)
+        fast = _fast_events(data, sustain)
+    if fast is not None:
+        division, (events, tempos, sigs, end) = fast
+    else:
+        mid = src if isinstance(src, mido.MidiFile) else _open(data, name)
+        division = mid.ticks_per_beat
+        try:
+            events, tempos, sigs, end = _events(mid, sustain)
+        except Exception as e:
+            raise MidiError(name, f"malformed events ({e})") from None
     if division == 0:
         raise MidiError(name, "header says 0 ticks per beat")
-    try:
-        events, tempos, sigs, end = _events(mid, sustain)
-    except Exception as e:
-        raise MidiError(name, f"malformed events ({e})") from None
 
     if division < 0:  # SMPTE: -frames per second in the high byte, ticks per frame in the low byte
         fps, per_frame = -(division >> 8), division & 0xFF

@@ -869,6 +869,44 @@ def test_chorales_read(chorale_bytes):
         assert piece.time_signatures  # music21 writes one
 
 
+def fast_path_differs(data: bytes, sustain: bool) -> str | None:
+    """What is wrong if read_midi's fast path reads ``data`` otherwise than mido does."""
+    from musicgen.midi import _events, _fast_events
+
+    fast = _fast_events(data, sustain)
+    if fast is None:  # left to mido
+        return None
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001
+        return f"the fast path read a file mido refuses ({type(e).__name__}: {e})"
+    if fast != (mid.ticks_per_beat, _events(mid, sustain)):
+        return "the fast path read other events than mido"
+    return None
+
+
+def test_fast_path_reads_real_files_as_mido_does(chorale_bytes):
+    """read_midi parses plain files itself (mido's message objects are most of its time) and
+    leaves the rest to mido: on real files it must take the fast path and agree with mido."""
+    from musicgen.midi import _fast_events
+
+    for data in chorale_bytes:
+        for sustain in (False, True):
+            assert _fast_events(data, sustain) is not None
+            assert fast_path_differs(data, sustain) is None
+    # Running status (note-ons without their status byte), a sysex and a text meta message.
+    track = (b"\x00\x90\x3c\x40" b"\x10\x3e\x40" b"\x00\xf0\x03\x7e\x01\xf7" b"\x00\xff\x01\x02hi"
+             b"\x10\x80\x3c\x00" b"\x00\x3e\x00" b"\x00\xff\x2f\x00")
+    data = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk" + len(track).to_bytes(4, "big") + track
+    assert _fast_events(data, False) is not None and fast_path_differs(data, False) is None
+    assert read_midi(data, 4).notes == 2
+    # What the fast path leaves to mido: running status after a sysex, a system message.
+    for odd in (b"\x00\xf0\x01\xf7\x00\x3c", b"\x00\xf8"):
+        bad = track[:-4] + odd + track[-4:]
+        assert _fast_events(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk" + len(bad).to_bytes(4, "big") + bad,
+                            False) is None
+
+
 @pytest.mark.parametrize("kind", FUZZ_KINDS)
 @pytest.mark.parametrize("which", range(len(CHORALES)))
 def test_fuzz_gives_roll_or_midi_error(chorale_bytes, which, kind):
@@ -878,6 +916,9 @@ def test_fuzz_gives_roll_or_midi_error(chorale_bytes, which, kind):
         data = mutate(chorale_bytes[which], kind, rng)
         options = [{}, {"drums": True}, {"sustain": True}, {"steps_per_beat": 12}][case % 4]
         name = f"fuzz-{which}-{kind}-{case}.mid"
+        problem = fast_path_differs(data, options.get("sustain", False))
+        if problem:
+            failures.append((case, problem))
         t0 = time.perf_counter()
         try:
             roll = midi_to_roll(data, **options, name=name)
