@@ -132,15 +132,7 @@ def _fast_events(data: bytes, sustain: bool):
             return None
         pos, tick, i, last = pos + 8, offset, 0, None
         while pos < stop:
-            delta = 0
-            while True:  # variable-length delta time
-                if pos >= stop:
-                    return None
-                b = data[pos]
-                pos += 1
-                delta = (delta << 7) | (b & 0x7F)
-                if b < 0x80:
-                    break
+            delta, pos = _varlen(data, pos, stop)
             tick += delta
             if pos >= stop:
                 return None
@@ -173,15 +165,7 @@ def _fast_events(data: bytes, sustain: bool):
                     meta_type, pos = data[pos], pos + 1
                 else:
                     last = status  # as mido does
-                length = 0
-                while True:
-                    if pos >= stop:
-                        return None
-                    b = data[pos]
-                    pos += 1
-                    length = (length << 7) | (b & 0x7F)
-                    if b < 0x80:
-                        break
+                length, pos = _varlen(data, pos, stop)
                 if length > _MAX_MESSAGE_BYTES or pos + length > stop:
                     return None
                 body, pos = data[pos:pos + length], pos + length
@@ -207,6 +191,19 @@ def _fast_events(data: bytes, sustain: bool):
     tempos.sort(key=lambda x: x[0])
     sigs.sort(key=lambda x: x[0])
     return division, (events, tempos, sigs, end)
+
+
+def _varlen(data: bytes, pos: int, stop: int) -> tuple[int, int]:
+    """(value, position after it) of the variable-length number at ``pos``; a number that runs
+    past ``stop`` gives a position past it (``stop + 1``), which the caller's checks refuse."""
+    value = 0
+    while pos < stop:
+        b = data[pos]
+        pos += 1
+        value = (value << 7) | (b & 0x7F)
+        if b < 0x80:
+            return value, pos
+    return value, stop + 1
 
 
 def _events(mid: mido.MidiFile, sustain: bool):
