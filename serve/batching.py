@@ -10,7 +10,7 @@ waiting for all of it: on a quiet machine the batches held 5 of 16 requests on a
 no batching.)
 
 Every job gets the same continuation whatever it is batched with, and the same as
-:func:`extend_batch` (``Extender.extend`` on the same block) gives it alone: each job has its own
+``Extender.extend`` gives it alone on the same block: each job has its own
 random generator, temperature and number of steps, its prompt is fed from a zero state at its own
 position in the bar, and the step runs on a multiple of a block of rows, padded with silent rows.
 A matmul sums a row's dot products in another order for one row (gemv) or a few rows (other
@@ -83,15 +83,6 @@ def exact_block(extender, max_jobs: int, seed: int = 0) -> int:
         if same:
             return block
     return STEP_ROWS
-
-
-def extend_batch(extender, jobs: list[ExtendJob], block: int = STEP_ROWS) -> list[np.ndarray]:
-    """Continuations, (job.steps, 128) float32 each, of all ``jobs`` generated together, the step
-    on a multiple of ``block`` rows (see :func:`exact_block`)."""
-    if not jobs:
-        return []
-    return extender.extend([j.roll for j in jobs], [j.steps for j in jobs], [j.temperature for j in jobs],
-                           [j.seed for j in jobs], block=block)
 
 
 class _Row:

@@ -135,13 +135,19 @@ def test_run_specs_ids_and_registry_lookup():
             reg.get("lstm", bad)
 
 
+def extend_batch(extender, jobs, block):
+    """Continuations of ``jobs`` (ExtendJob) generated together by Extender.extend on ``block`` rows."""
+    return extender.extend([j.roll for j in jobs], [j.steps for j in jobs], [j.temperature for j in jobs],
+                           [j.seed for j in jobs], block=block)
+
+
 def test_a_job_continues_the_same_whatever_its_batch_mates():
     """Prompts of other lengths, temperatures, step counts, and batches of 1, 3 and 17 jobs leave
     a job's continuation bit for bit unchanged, with the block exact_block measures (for this
     process's BLAS threads; replicas run it single-threaded)."""
     from musicgen.config import LSTMConfig
     from musicgen.lstm import Extender, build_model
-    from musicgen_serve.batching import BLOCKS, ExtendJob, exact_block, extend_batch, padded_rows
+    from musicgen_serve.batching import BLOCKS, ExtendJob, exact_block, padded_rows
 
     cfg = LSTMConfig(layers=2, units=64, window=16, dropout=0.0, steps_per_bar=16)
     ext = Extender.from_training_model(cfg, build_model(cfg))
@@ -172,7 +178,7 @@ def test_continuous_batching_gives_each_job_its_own_continuation(xla, monkeypatc
     from musicgen import lstm
     from musicgen.config import LSTMConfig
     from musicgen.lstm import Extender, build_model
-    from musicgen_serve.batching import ExtendJob, StepBatcher, extend_batch
+    from musicgen_serve.batching import ExtendJob, StepBatcher
 
     if xla:
         monkeypatch.setattr(lstm, "XLA_MIN_WEIGHTS", 0)
