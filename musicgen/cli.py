@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .errors import MusicgenError
+from .errors import MusicgenError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,22 +198,15 @@ def cmd_demo(args):
 
 # --- parser -------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = _Parser(prog="musicgen", description="Piano-roll music models trained and served on Ray.")
-    p.add_argument("--version", action="version", version=f"musicgen {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
-    c = sub.add_parser("corpus", help="write a demo corpus (Bach chorales from music21) as MIDI files, offline")
+def _corpus_arguments(c):
     c.add_argument("name", choices=["bach", "other"], help="bach: 410 chorales; other: ~70 pieces of other "
                    "composers and styles, for held-out tests")
     c.add_argument("dest", help="folder for the .mid files")
     c.add_argument("--limit", type=_positive, help="only the first N pieces")
     c.add_argument("--workers", type=_positive, help="processes (default: every core)")
-    c.set_defaults(func=cmd_corpus)
 
-    c = sub.add_parser("prepare", help="MIDI folder or s3:// prefix -> Parquet piano-roll dataset, on Ray Data")
+
+def _prepare_arguments(c):
     c.add_argument("src", help="folder, file or s3://bucket/prefix holding MIDI files")
     c.add_argument("dest", help="dataset folder or s3://bucket/prefix")
     c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4,
@@ -229,17 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--files-per-shard", type=_positive, default=64,
                    help="most files per Parquet shard, also the files one Ray task converts (default 64)")
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
-    c.set_defaults(func=cmd_prepare)
 
-    c = sub.add_parser("show", help="draw the piano roll of a MIDI file or a dataset piece as a PNG")
+
+def _show_arguments(c):
     c.add_argument("src", help="a .mid file or a prepared dataset")
     c.add_argument("--png", required=True, help="output PNG")
     c.add_argument("--piece", help="piece id in a dataset (default: its first piece)")
     c.add_argument("--split", choices=["train", "val", "test"], help="take the first piece of this split")
     c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4, help="grid for a MIDI file (default 4)")
-    c.set_defaults(func=cmd_show)
 
-    c = sub.add_parser("train", help="train the LSTM extender or the VAE generator on Ray Train")
+
+def _train_arguments(c):
     c.add_argument("model", choices=["lstm", "vae"])
     c.add_argument("--data", required=True, help="prepared dataset (folder or s3://)")
     c.add_argument("--out", required=True, help="run folder or s3:// prefix (checkpoints, model, metrics)")
@@ -254,15 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gpu", action="store_true", help="one GPU per worker")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
-    c.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("tune", help="Bayesian search (Optuna TPE + ASHA) of the LSTM's size on Ray Tune")
+
+def _tune_arguments(c):
     from musicgen_tune import add_arguments as tune_arguments
 
     tune_arguments(c)
-    c.set_defaults(func=cmd_tune)
 
-    c = sub.add_parser("serve", help="HTTP inference (Ray Serve): /v1/extend, /v1/generate, /v1/models, a page at /")
+
+def _serve_arguments(c):
     c.add_argument("lstm_run", help="trained LSTM run (folder or s3://), the default for /v1/extend")
     c.add_argument("vae_run", help="trained VAE run, the default for /v1/generate")
     c.add_argument("--lstm", action="append", default=[], metavar="[ID=]RUN", help="another LSTM version (repeatable)")
@@ -277,16 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--replicas", type=_positive, default=1, help="replicas of each deployment, the models and the ingress (default 1)")
     c.add_argument("--num-cpus", type=_positive_float, default=1.0, help="CPUs reserved per models replica (default 1; the ingress reserves none)")
     c.add_argument("--gpu", action="store_true", help="one GPU per models replica")
-    c.set_defaults(func=cmd_serve)
 
-    c = sub.add_parser("evaluate", help="score a run on a split, next to baselines; prints JSON")
+
+def _evaluate_arguments(c):
     c.add_argument("run", help="a trained run (folder or s3://)")
     c.add_argument("--data", required=True, help="prepared dataset")
     c.add_argument("--split", default="test", choices=["train", "val", "test"])
     c.add_argument("--threshold", type=float, default=0.5, help="probability for a predicted note (default 0.5)")
-    c.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("extend", help="continue a MIDI prompt with a trained LSTM")
+
+def _extend_arguments(c):
     c.add_argument("run", help="a trained LSTM run")
     c.add_argument("prompt", help="prompt MIDI file")
     c.add_argument("--steps", type=_positive, required=True, help="steps to generate")
@@ -294,27 +287,74 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--png", help="also draw prompt and continuation (two colours)")
-    c.set_defaults(func=cmd_extend)
 
-    c = sub.add_parser("generate", help="new pieces from a trained VAE")
+
+def _generate_arguments(c):
     c.add_argument("run", help="a trained VAE run")
     c.add_argument("--n", type=_positive, default=1, help="pieces (default 1)")
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--png", action="store_true", help="also draw each piece")
-    c.set_defaults(func=cmd_generate)
 
-    c = sub.add_parser("demo", help="the whole pipeline on the Bach demo corpus, on a local Ray")
+
+def _demo_arguments(c):
     c.add_argument("--out", default="musicgen-demo", help="output folder (default musicgen-demo)")
     c.add_argument("--limit", type=_positive, help="use only the first N chorales (quicker)")
     c.add_argument("--epochs", type=_positive, help="override the tiny presets' epochs (quicker)")
     c.add_argument("--data-only", action="store_true", help="stop after the dataset and its pictures")
-    c.set_defaults(func=cmd_demo)
+
+
+#: Every subcommand: name, help, the function adding its arguments, the function running it.
+COMMANDS = [
+    ("corpus", "write a demo corpus (Bach chorales from music21) as MIDI files, offline",
+     _corpus_arguments, cmd_corpus),
+    ("prepare", "MIDI folder or s3:// prefix -> Parquet piano-roll dataset, on Ray Data",
+     _prepare_arguments, cmd_prepare),
+    ("show", "draw the piano roll of a MIDI file or a dataset piece as a PNG",
+     _show_arguments, cmd_show),
+    ("train", "train the LSTM extender or the VAE generator on Ray Train",
+     _train_arguments, cmd_train),
+    ("tune", "Bayesian search (Optuna TPE + ASHA) of the LSTM's size on Ray Tune",
+     _tune_arguments, cmd_tune),
+    ("serve", "HTTP inference (Ray Serve): /v1/extend, /v1/generate, /v1/models, a page at /",
+     _serve_arguments, cmd_serve),
+    ("evaluate", "score a run on a split, next to baselines; prints JSON",
+     _evaluate_arguments, cmd_evaluate),
+    ("extend", "continue a MIDI prompt with a trained LSTM",
+     _extend_arguments, cmd_extend),
+    ("generate", "new pieces from a trained VAE",
+     _generate_arguments, cmd_generate),
+    ("demo", "the whole pipeline on the Bach demo corpus, on a local Ray",
+     _demo_arguments, cmd_demo),
+]
+
+VERBOSE_HELP = ("show every library's output (TensorFlow's start-up lines, Ray's logs and its workers' "
+                "output); the same as MUSICGEN_VERBOSE=1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="musicgen", description="Piano-roll music models trained and served on Ray.")
+    p.add_argument("--version", action="version", version=f"musicgen {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, help_, add_arguments, run in COMMANDS:
+        c = sub.add_parser(name, help=help_)
+        add_arguments(c)
+        # also after the command; SUPPRESS keeps a --verbose given before it
+        c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        c.set_defaults(func=run)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .runtime import VERBOSE, quiet_tensorflow
+
+    if args.verbose:
+        os.environ[VERBOSE] = "1"  # read again by the library (Ray's start-up) and by child processes
+    quiet_tensorflow()  # before anything imports TensorFlow; a no-op when verbose
     try:
         args.func(args)
     except KeyboardInterrupt:
@@ -323,20 +363,15 @@ def main(argv=None) -> int:
     except (MusicgenError, ValueError, OSError) as e:
         if os.environ.get("MUSICGEN_DEBUG"):
             raise
-        print(f"musicgen {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"musicgen {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # unexpected: still one line, with the way to see more
         if os.environ.get("MUSICGEN_DEBUG"):
             raise
-        print(f"musicgen {args.command}: error: {type(e).__name__}: {_one_line(e)} "
+        print(f"musicgen {args.command}: error: {type(e).__name__}: {one_line(e)} "
               "(set MUSICGEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
-from .errors import DataError
+from .errors import DataError, one_line
 
 FORMAT = 1
 SPLITS = ("train", "val", "test")
@@ -73,8 +73,7 @@ def write_manifest(dest: str, manifest: dict) -> None:
 def read_manifest(dataset: str) -> dict:
     """The manifest of a prepared dataset; DataError naming the path if it is not one."""
     path = storage.join(dataset, MANIFEST)
-    found = storage.info(path)
-    if found.type.name != "File":
+    if not storage.is_file(path):
         raise DataError(f"{dataset}: not a prepared dataset (no {MANIFEST}; run `musicgen prepare` first)")
     try:
         manifest = json.loads(storage.read_bytes(path))
@@ -111,8 +110,8 @@ def iter_records(dataset: str, split: str | None = "train"):
         fs, inner = storage.filesystem(path)
         try:
             table = pq.read_table(inner, filesystem=fs)
-        except OSError as e:
-            raise DataError(f"{path}: unreadable shard ({storage._first_line(e)})") from None
+        except (OSError, pa.ArrowException) as e:  # missing or unreachable; corrupt (ArrowInvalid)
+            raise DataError(f"{path}: unreadable shard ({one_line(e)})") from None
         for row in table.to_pylist():
             yield Record(row["id"], row["source"], row["split"],
                          decode_roll(row["roll"], row["steps"], row["width"]),

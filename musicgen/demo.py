@@ -12,8 +12,11 @@ Writes under one folder::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 
 import numpy as np
 
@@ -29,17 +32,23 @@ EXTEND_STEPS = 64
 
 
 def run_demo(out: str, limit: int | None = None, epochs: int | None = None, models: bool = True) -> dict:
+    """Run the demo into folder ``out``; prints one line per step and its time; returns the summary."""
+    from .runtime import ensure_ray
+
     os.makedirs(out, exist_ok=True)
-    step = _steps(7 if models else 3)
-    step(f"corpus -> {out}/bach")
-    write_corpus("bach", os.path.join(out, "bach"), limit=limit)
-    step(f"prepare -> {out}/dataset")
-    dataset = os.path.join(out, "dataset")
-    manifest = prepare(os.path.join(out, "bach"), dataset, PrepareConfig(overwrite=True))
+    step = _Steps(7 if models else 3)
+    with step(f"corpus -> {out}/bach"):
+        write_corpus("bach", os.path.join(out, "bach"), limit=limit)
+    with step(f"prepare -> {out}/dataset (starts a local Ray)"):
+        # one quiet Ray for every step: what its workers print (Ray Train's and Ray Data's own
+        # logs, several lines a second) stays in Ray's log files; MUSICGEN_VERBOSE shows it
+        ensure_ray(quiet=True)
+        dataset = os.path.join(out, "dataset")
+        manifest = prepare(os.path.join(out, "bach"), dataset, PrepareConfig(overwrite=True))
     text = summary(manifest)
     print(text)
-    step(f"pictures -> {out}/png")
-    _pictures(dataset, os.path.join(out, "png"), manifest["steps_per_beat"])
+    with step(f"pictures -> {out}/png"):
+        _pictures(dataset, os.path.join(out, "png"), manifest["steps_per_beat"])
     result = {"dataset": {k: manifest[k] for k in ("counts", "splits", "bytes", "steps_per_beat")}}
     if models:
         result.update(_models(out, dataset, epochs, step))
@@ -47,18 +56,46 @@ def run_demo(out: str, limit: int | None = None, epochs: int | None = None, mode
         json.dump(result, f, indent=1)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(_markdown(text, result))
-    print(f"done: {out}/summary.md")
+    print(f"done in {_duration(time.monotonic() - step.start)}: {out}/summary.md")
     return result
 
 
-def _steps(total):
-    count = [0]
+class _Steps:
+    """``with step(text):`` prints "[i/n] text" as a step starts and its time when it ends; with
+    ``heartbeat=True`` (a step without a progress bar of its own) also the time so far, every
+    ``HEARTBEAT_S`` seconds, so that a long step is seen to be running."""
 
-    def step(text):
-        count[0] += 1
-        print(f"[{count[0]}/{total}] {text}", flush=True)
+    HEARTBEAT_S = 15
 
-    return step
+    def __init__(self, total: int):
+        self.total, self.count, self.start = total, 0, time.monotonic()
+
+    @contextlib.contextmanager
+    def __call__(self, text: str, heartbeat: bool = False):
+        self.count += 1
+        label = f"[{self.count}/{self.total}]"
+        print(f"{label} {text}", flush=True)
+        start, done = time.monotonic(), threading.Event()
+
+        def beat():
+            while not done.wait(self.HEARTBEAT_S):
+                print(f"{label} ... {_duration(time.monotonic() - start)}", flush=True)
+
+        beater = threading.Thread(target=beat, daemon=True)
+        if heartbeat:
+            beater.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if heartbeat:
+                beater.join()
+        print(f"{label} done in {_duration(time.monotonic() - start)}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def _pictures(dataset, png, spb):
@@ -79,19 +116,37 @@ def _pictures(dataset, png, spb):
 
 def _models(out, dataset, epochs, step) -> dict:
     from .evaluate import evaluate_run
+    from .run import Run
     from .train import train
 
     runs = {kind: os.path.join(out, "runs", kind) for kind in ("lstm", "vae")}
     for kind, run in runs.items():
-        step(f"train {kind} (tiny preset) -> {run}")
-        if not os.path.exists(os.path.join(run, "model", "config.json")):
-            train(kind, dataset, run, preset(kind, "tiny", epochs=epochs))
-    step("evaluate on the held-out test split")
-    result = {kind: evaluate_run(run, dataset, "test") for kind, run in runs.items()}
-    step(f"extend 3 held-out prompts -> {out}/extend; generate 8 pieces -> {out}/generated")
-    result["extend"] = _extend(runs["lstm"], dataset, os.path.join(out, "extend"))
-    result["generate"] = _generate(runs["vae"], os.path.join(out, "generated"))
+        cfg = preset(kind, "tiny", epochs=epochs)
+        with step(f"train {kind} (tiny preset, {cfg.epochs} epochs) -> {run}", heartbeat=True):
+            if not Run(run).is_trained():
+                train(kind, dataset, run, cfg)
+            else:
+                print(f"  {run} is already trained")
+    result = {}
+    with step("evaluate on the held-out test split", heartbeat=True):
+        for kind, run in runs.items():
+            start = time.monotonic()
+            result[kind] = evaluate_run(run, dataset, "test")
+            print(f"  {kind}: {_headline(result[kind])} ({_duration(time.monotonic() - start)})", flush=True)
+    with step(f"extend 3 held-out prompts -> {out}/extend; generate 8 pieces -> {out}/generated",
+              heartbeat=True):
+        result["extend"] = _extend(runs["lstm"], dataset, os.path.join(out, "extend"))
+        result["generate"] = _generate(runs["vae"], os.path.join(out, "generated"))
     return result
+
+
+def _headline(scores: dict) -> str:
+    """One line of a run's evaluation (:func:`musicgen.evaluate.evaluate_run`)."""
+    if scores["kind"] == "lstm":
+        return f"nll {scores['nll']:.3f} nats/frame, {scores['nll_vs_copy_last']:.2f} x copy_last's"
+    return (f"{scores['non_empty']} of {scores['comparison']['samples']} samples non-empty, "
+            f"{sum(s['in_range'] for s in scores['comparison']['stats'].values())} of "
+            f"{len(scores['comparison']['stats'])} statistics in the corpus's range")
 
 
 def _extend(run, dataset, folder) -> list:

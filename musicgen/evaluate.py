@@ -11,13 +11,14 @@ import numpy as np
 from .dataset import load_rolls, read_manifest
 from .errors import DataError
 from .metrics import CopyLast, PitchPrior, compare_to_corpus, evaluate, sample_stats
-from .train import load_run
+from .run import Run
 
 
 def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.5, samples: int = 32,
                  seed: int = 0) -> dict:
     """Evaluate ``run`` on ``split`` of dataset ``data``; a JSON-ready dict."""
-    kind, cfg, info, model = load_run(run)
+    trained = Run(run)
+    info = trained.info()
     manifest = read_manifest(data)
     if manifest.get("steps_per_beat") != info.get("steps_per_beat") or manifest.get("width", 128) != info.get("width", 128):
         raise DataError(f"{data}: its grid ({manifest.get('steps_per_beat')} steps per beat, width "
@@ -26,6 +27,7 @@ def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.
     rolls = list(load_rolls(data, split).values())
     if not rolls:
         raise DataError(f"{data}: the {split} split is empty")
+    kind, cfg, _, model = trained.load()  # after the checks: a bad dataset fails before the weights load
     result = {"kind": kind, "run": run, "data": data, "split": split, "pieces": len(rolls)}
     if kind == "lstm":
         result.update(_lstm(cfg, model, data, info, rolls, threshold))

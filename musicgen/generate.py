@@ -1,54 +1,50 @@
 """Using trained runs: extend a MIDI prompt with the LSTM, generate new pieces with the VAE.
 
-Used by the CLI (``musicgen extend``, ``musicgen generate``) and by the Serve application.
+Used by the CLI (``musicgen extend``, ``musicgen generate``) and by the Serve application, which
+samples on its models deployment and reads prompts and writes MIDI with :func:`read_prompt` and
+:func:`continue_piece` here, so that both give the same bytes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, MidiError
+from .lstm import check_extend_args
+from .midi import MAX_STEPS as MAX_ROLL_STEPS
 from .midi import Piece, read_midi, roll_to_midi
-
-MAX_STEPS = 4096  # one request's continuation, at most
 
 
 def load_extender(run: str):
     """(Extender, run info) of a trained LSTM run."""
     from .lstm import Extender
-    from .train import load_run
+    from .run import Run
 
-    kind, cfg, info, model = load_run(run)
-    if kind != "lstm":
-        raise DataError(f"{run}: a {kind} run cannot extend a prompt (train an lstm)")
-    return Extender.from_training_model(cfg, model), info
+    trained = Run(run)
+    if trained.kind != "lstm":  # before the weights: a wrong kind fails fast
+        raise DataError(f"{run}: a {trained.kind} run cannot extend a prompt (train an lstm)")
+    loaded = trained.load()
+    return Extender.from_training_model(loaded.cfg, loaded.model), loaded.info
 
 
 def load_generator(run: str):
-    """(Generator, run info) of a trained VAE run."""
-    from .train import load_run
+    """(Generator, run info) of a trained VAE run, decoding with the threshold chosen in training."""
+    from .run import Run
     from .vae import Generator
 
-    kind, cfg, info, model = load_run(run)
-    if kind != "vae":
-        raise DataError(f"{run}: a {kind} run cannot generate pieces (train a vae)")
-    generator = Generator(cfg, model)
-    if info.get("threshold") is not None:
-        generator.threshold = info["threshold"]
-    return generator, info
+    trained = Run(run)
+    if trained.kind != "vae":
+        raise DataError(f"{run}: a {trained.kind} run cannot generate pieces (train a vae)")
+    loaded = trained.load()
+    generator = Generator(loaded.cfg, loaded.model)
+    if loaded.info.get("threshold") is not None:
+        generator.threshold = loaded.info["threshold"]
+    return generator, loaded.info
 
 
-def check_extend_args(steps, temperature) -> None:
-    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= MAX_STEPS):
-        raise DataError(f"steps must be an integer from 1 to {MAX_STEPS}, not {steps!r}")
-    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and 0 < temperature <= 10):
-        raise DataError(f"temperature must be a number in (0, 10], not {temperature!r}")
-
-
-def read_prompt(src, info: dict, name: str | None = None) -> Piece:
-    """The prompt as a Piece on the run's grid; MidiError naming it if unusable."""
-    from .errors import MidiError
-
-    piece = read_midi(src, info.get("steps_per_beat") or 4, name=name)
+def read_prompt(src, info: dict, name: str | None = None, max_steps: int = MAX_ROLL_STEPS) -> Piece:
+    """The prompt as a Piece on the run's grid (``info``: the run's model/config.json). MidiError
+    naming it if unusable; :class:`~musicgen.errors.PromptTooLong` if longer than ``max_steps``."""
+    piece = read_midi(src, info.get("steps_per_beat") or 4, max_steps=max_steps, name=name)
     if not piece.roll.any():
         raise MidiError(name or src, "the prompt has no notes")
     return piece
@@ -58,6 +54,12 @@ def extend_piece(extender, info: dict, piece: Piece, steps: int, temperature: fl
     """(prompt + continuation roll, the MIDI file of it)."""
     check_extend_args(steps, temperature)
     continuation = extender.extend(piece.roll, steps, temperature=temperature, seeds=seed)
+    return continue_piece(info, piece, continuation)
+
+
+def continue_piece(info: dict, piece: Piece, continuation: np.ndarray):
+    """(prompt + continuation roll, the MIDI file of it, with the prompt's tempos and time
+    signatures): :func:`extend_piece` once the continuation is sampled, wherever it was."""
     roll = np.concatenate([piece.roll, continuation])
     midi = roll_to_midi(roll, info.get("steps_per_beat") or 4, tempos=piece.tempos,
                         time_signatures=piece.time_signatures)

@@ -8,8 +8,11 @@ themselves; :class:`CopyLast` and :class:`PitchPrior` are the baselines any mode
 
 Units: ``nll`` is in nats per frame (summed over the 128 pitches of a frame, averaged over
 frames); ``mae`` is per cell (one pitch at one step); everything counted "per step" is per row.
-Nothing here imports TensorFlow or Ray, and every dict returned holds only Python ints, floats,
-lists and ``None``, so it can go straight to ``json.dumps``.
+A ratio whose denominator is 0 (a score with nothing to count, a statistic of a silent roll) is
+undefined and is NaN everywhere here, never a made-up 0 or 1; means over many rolls ignore NaN.
+Where a well-known library defines a statistic, it has that library's name and definition (cited
+at the function). Nothing here imports TensorFlow or Ray, and every dict returned holds only Python
+ints, floats (NaN included: ``json.dumps`` writes it as ``NaN``), lists and ``None``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ def _roll(roll, name: str = "roll") -> np.ndarray:
 def binarize(roll: np.ndarray) -> np.ndarray:
     """Which cells sound: a bool array of the roll's shape, ``roll > 0``."""
     return np.asarray(roll) > 0
+
+
+def _ratio(num, den) -> float:
+    """``num / den`` as a Python float; NaN when ``den`` is 0 (undefined)."""
+    return float(num / den) if den else math.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,26 +101,22 @@ class FrameScores:
 
         - ``nll``: mean negative log-likelihood, nats per frame (NaN if no frames).
         - ``accuracy``: Bay et al. (2009) frame-level accuracy TP / (TP + FP + FN), with TP, FP,
-          FN summed over all frames of all pieces; 1.0 when TP + FP + FN == 0 (nothing sounded
-          and nothing was predicted: nothing was got wrong).
+          FN summed over all frames of all pieces; NaN when TP + FP + FN == 0 (nothing sounded
+          and nothing was predicted).
         - ``precision`` TP / (TP + FP), ``recall`` TP / (TP + FN), ``f1`` 2TP / (2TP + FP + FN);
-          each is 1.0 when its denominator is 0, for the same reason.
+          each is NaN when its denominator is 0.
         - ``mae``: mean |p - y| over all cells (pitch x frame), the study's metric. On sparse
           rolls it rewards predicting silence, so read it next to ``nll`` and ``accuracy``.
         - ``frames``: number of frames scored (int); ``tp``, ``fp``, ``fn`` (ints).
         """
         tp, fp, fn = self.tp, self.fp, self.fn
-
-        def ratio(num, den):
-            return float(num / den) if den else 1.0
-
         return {
-            "nll": self.nll_sum / self.frames if self.frames else math.nan,
-            "accuracy": ratio(tp, tp + fp + fn),
-            "precision": ratio(tp, tp + fp),
-            "recall": ratio(tp, tp + fn),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "mae": self.abs_err_sum / self.cells if self.cells else math.nan,
+            "nll": _ratio(self.nll_sum, self.frames),
+            "accuracy": _ratio(tp, tp + fp + fn),
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "mae": _ratio(self.abs_err_sum, self.cells),
             "frames": int(self.frames),
             "tp": int(tp),
             "fp": int(fp),
@@ -252,6 +256,19 @@ def pitch_class_histogram(roll: np.ndarray) -> np.ndarray:
     return hist
 
 
+def pitch_class_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two pitch-class histograms (12 counts each, :func:`pitch_class_histogram`): in
+    [0, 1] for counts; NaN if either is all zero (a silent roll has no direction)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return _ratio(a @ b, np.linalg.norm(a) * np.linalg.norm(b))
+
+
+def _fractions(hist: np.ndarray) -> list[float]:
+    """A histogram as fractions of its total (NaN each if it is all zero)."""
+    total = hist.sum()
+    return [_ratio(x, total) for x in hist]
+
+
 def sample_stats(rolls: Iterable[np.ndarray]) -> dict:
     """Summary statistics of a set of rolls, JSON-serialisable.
 
@@ -260,15 +277,16 @@ def sample_stats(rolls: Iterable[np.ndarray]) -> dict:
     - ``pieces``: number of rolls; ``steps``: total steps.
     - ``empty_fraction``: fraction of rolls with no sounding cell.
     - ``notes_per_step``: note onsets (see :func:`onsets`) per step.
-    - ``polyphony``: mean number of sounding pitches over steps where at least one sounds.
+    - ``polyphony``: mean number of sounding pitches over steps where at least one sounds (muspy's
+      ``polyphony``, :func:`roll_stats`, over all pieces' steps together).
     - ``silence_fraction``: fraction of steps where nothing sounds.
     - ``pitch_range``: mean over non-empty pieces of (highest - lowest sounding pitch), semitones;
       ``pitch_min``/``pitch_max``: lowest/highest sounding MIDI pitch overall (``None`` if none).
     - ``pitch_class_histogram``: 12 fractions of sounding cells per pitch class (C first), summing
-      to 1 (all 0 if nothing sounds).
-    - ``mean_velocity``: mean value of sounding cells, in velocity/127 units (0 if nothing sounds).
+      to 1.
+    - ``mean_velocity``: mean value of sounding cells, in velocity/127 units.
 
-    Ratios over an empty set (no pieces, no steps, no sounding cells) are 0.0.
+    A ratio over an empty set (no pieces, no steps, no sounding cells, no non-empty piece) is NaN.
     """
     pieces = empty = steps = onset_count = sounding_steps = sounding_cells = 0
     velocity_sum = 0.0
@@ -295,70 +313,84 @@ def sample_stats(rolls: Iterable[np.ndarray]) -> dict:
         pmin = lo if pmin is None else min(pmin, lo)
         pmax = hi if pmax is None else max(pmax, hi)
         hist += pitch_class_histogram(roll)
-
-    def ratio(num, den):
-        return float(num / den) if den else 0.0
-
     return {
         "pieces": pieces,
         "steps": steps,
-        "empty_fraction": ratio(empty, pieces),
-        "notes_per_step": ratio(onset_count, steps),
-        "polyphony": ratio(sounding_cells, sounding_steps),
-        "silence_fraction": ratio(steps - sounding_steps, steps),
-        "pitch_range": float(np.mean(ranges)) if ranges else 0.0,
+        "empty_fraction": _ratio(empty, pieces),
+        "notes_per_step": _ratio(onset_count, steps),
+        "polyphony": _ratio(sounding_cells, sounding_steps),
+        "silence_fraction": _ratio(steps - sounding_steps, steps),
+        "pitch_range": _ratio(sum(ranges), len(ranges)),
         "pitch_min": pmin,
         "pitch_max": pmax,
-        "pitch_class_histogram": [float(x) for x in (hist / hist.sum() if hist.sum() else hist)],
-        "mean_velocity": ratio(velocity_sum, sounding_cells),
+        "pitch_class_histogram": _fractions(hist),
+        "mean_velocity": _ratio(velocity_sum, sounding_cells),
     }
 
 
 #: The statistics :func:`roll_stats` gives for one roll (one VAE image, one generated piece) and
 #: :func:`compare_to_corpus` compares between samples and corpus.
-ROLL_STATS = ("notes_per_step", "polyphony", "silence_fraction", "pitch_range", "pitch_classes",
-              "scale_fit", "pitch_class_similarity")
+ROLL_STATS = ("notes_per_step", "polyphony", "silence_fraction", "pitch_range", "n_pitch_classes_used",
+              "scale_consistency", "pitch_class_similarity")
 
-#: Pitch classes of a major scale (C D E F G A B); its 12 rotations are the 12 diatonic collections
-#: (a minor key's natural scale is the relative major's).
+#: Pitch classes of a major scale (C D E F G A B). Its 12 rotations are the 12 major scales and
+#: also the 12 natural minor scales (a minor scale is its relative major's collection), so the
+#: best of the 12 is the best of muspy's 24 major and minor scales.
 _DIATONIC = np.zeros(12)
 _DIATONIC[[0, 2, 4, 5, 7, 9, 11]] = 1
 
 
 def roll_stats(roll: np.ndarray, reference_histogram: np.ndarray | None = None) -> dict:
-    """Statistics of one roll (T, W), as Python floats:
+    """Statistics of one roll (T, W), as Python floats; NaN where undefined (a silent roll).
 
-    - ``notes_per_step``: note onsets (:func:`onsets`) per step;
-    - ``polyphony``: mean sounding pitches over the steps where something sounds (0 if none);
+    Four are muspy's (Dong et al., "MusPy", ISMIR 2020; ``muspy/metrics/metrics.py``), computed on
+    the roll, where a note is a run of sounding cells of one pitch (:func:`onsets`):
+
+    - ``polyphony``: mean number of sounding pitches over the steps where at least one sounds
+      (``muspy.polyphony``; NaN if none does);
+    - ``pitch_range``: highest - lowest sounding pitch, semitones (``muspy.pitch_range``; NaN for a
+      silent roll, where muspy returns 0, which would read as "one pitch");
+    - ``n_pitch_classes_used``: how many of the 12 pitch classes sound (``muspy.n_pitch_classes_used``;
+      0 for a silent roll);
+    - ``scale_consistency``: the largest fraction of *notes* whose pitch class lies in one major or
+      minor scale (``muspy.scale_consistency``, after Mogren's C-RNN-GAN, 2016): 1.0 for music in
+      one key without accidentals, about 7/12 for pitch classes spread evenly (NaN if no note).
+
+    And three of musicgen's own:
+
+    - ``notes_per_step``: note onsets per step;
     - ``silence_fraction``: fraction of steps where nothing sounds;
-    - ``pitch_range``: highest - lowest sounding pitch, semitones (0 if silent);
-    - ``pitch_classes``: how many of the 12 pitch classes sound at all;
-    - ``scale_fit``: the largest fraction of sounding cells inside one diatonic scale (the best of
-      the 12 major-scale rotations): key-independent, 1.0 for music in one key without accidentals,
-      about 7/12 for pitch classes spread evenly (0 if silent);
-    - ``pitch_class_similarity``: cosine of the roll's pitch-class histogram with
-      ``reference_histogram`` (e.g. the corpus's, pooled; :func:`pitch_class_histogram`), or
-      ``None`` without one (0 if the roll is silent).
+    - ``pitch_class_similarity``: :func:`pitch_class_cosine` of the roll's pitch-class histogram
+      (sounding cells) with ``reference_histogram`` (e.g. the corpus's, pooled), or ``None``
+      without one (NaN if the roll is silent).
     """
     b = binarize(_roll(roll))
     per_step = b.sum(1)
-    steps = max(b.shape[0], 1)
     sounding = int(np.count_nonzero(per_step))
     cols = np.flatnonzero(b.any(0))
-    hist = pitch_class_histogram(b)
-    total = hist.sum()
-    out = {"notes_per_step": float(onsets(b).sum() / steps),
-           "polyphony": float(per_step.sum() / sounding) if sounding else 0.0,
-           "silence_fraction": float(1 - sounding / steps),
-           "pitch_range": float(cols[-1] - cols[0]) if len(cols) else 0.0,
-           "pitch_classes": float(np.count_nonzero(hist)),
-           "scale_fit": float(max(np.roll(_DIATONIC, k) @ hist for k in range(12)) / total) if total else 0.0,
+    note_onsets = onsets(b)
+    notes = pitch_class_histogram(note_onsets)  # notes per pitch class
+    out = {"notes_per_step": _ratio(note_onsets.sum(), b.shape[0]),
+           "polyphony": _ratio(per_step.sum(), sounding),
+           "silence_fraction": _ratio(b.shape[0] - sounding, b.shape[0]),
+           "pitch_range": float(cols[-1] - cols[0]) if len(cols) else math.nan,
+           "n_pitch_classes_used": float(np.count_nonzero(notes)),
+           "scale_consistency": _ratio(max(np.roll(_DIATONIC, k) @ notes for k in range(12)), notes.sum()),
            "pitch_class_similarity": None}
     if reference_histogram is not None:
-        ref = np.asarray(reference_histogram, np.float64)
-        norm = np.linalg.norm(hist) * np.linalg.norm(ref)
-        out["pitch_class_similarity"] = float(hist @ ref / norm) if norm else 0.0
+        out["pitch_class_similarity"] = pitch_class_cosine(pitch_class_histogram(b), reference_histogram)
     return out
+
+
+def _spread(values: np.ndarray, percentiles: tuple[float, float]) -> dict:
+    """Mean, std, percentiles of ``values`` over the entries where they are defined (not NaN)."""
+    v = values[~np.isnan(values)]
+    if not len(v):
+        return {"mean": math.nan, "std": math.nan, "low": math.nan, "median": math.nan, "high": math.nan,
+                "defined": 0}
+    low, median, high = (float(x) for x in np.percentile(v, [percentiles[0], 50, percentiles[1]]))
+    return {"mean": float(v.mean()), "std": float(v.std()), "low": low, "median": median, "high": high,
+            "defined": int(len(v))}
 
 
 def compare_to_corpus(samples: Iterable[np.ndarray], corpus: Iterable[np.ndarray],
@@ -372,13 +404,15 @@ def compare_to_corpus(samples: Iterable[np.ndarray], corpus: Iterable[np.ndarray
     *in range* when their mean over rolls lies inside it (bounds included). Returns::
 
         {"percentiles": [10, 90], "samples": n, "corpus": m, "all_in_range": bool,
-         "stats": {name: {"samples": mean, "samples_std": std, "corpus_mean": mean,
-                          "corpus_low": p10, "corpus_median": p50, "corpus_high": p90,
-                          "in_range": bool}},
+         "stats": {name: {"samples": mean, "samples_std": std, "samples_defined": k,
+                          "corpus_mean": mean, "corpus_low": p10, "corpus_median": p50,
+                          "corpus_high": p90, "in_range": bool}},
          "pitch_class_histogram": {"samples": [12 fractions], "corpus": [12], "cosine": c}}
 
-    Silent sample rolls count with their statistics (0 notes, silence 1.0, ...), so they pull the
-    means out of range instead of being left out.
+    Means, stds and percentiles are over the rolls where a statistic is defined (``samples_defined``
+    of the ``samples`` rolls): a silent sample has no polyphony or pitch range, but it still counts
+    in ``notes_per_step`` (0) and ``silence_fraction`` (1.0), so it pulls those out of range
+    instead of being left out. A statistic defined for no sample is NaN and not in range.
     """
     samples, corpus = [_roll(r) for r in samples], [_roll(r) for r in corpus]
     if not corpus:
@@ -389,24 +423,16 @@ def compare_to_corpus(samples: Iterable[np.ndarray], corpus: Iterable[np.ndarray
     per_sample = [roll_stats(r, ref) for r in samples]
     stats = {}
     for name in ROLL_STATS:
-        c = np.array([s[name] for s in per_corpus], np.float64)
-        v = np.array([s[name] for s in per_sample], np.float64)
-        low, median, high = (float(x) for x in np.percentile(c, [lo, 50, hi]))
-        mean = float(v.mean()) if len(v) else math.nan
-        stats[name] = {"samples": mean, "samples_std": float(v.std()) if len(v) else math.nan,
-                       "corpus_mean": float(c.mean()), "corpus_low": low, "corpus_median": median,
-                       "corpus_high": high, "in_range": bool(low <= mean <= high)}
+        c = _spread(np.array([s[name] for s in per_corpus], np.float64), (lo, hi))
+        v = _spread(np.array([s[name] for s in per_sample], np.float64), (lo, hi))
+        stats[name] = {"samples": v["mean"], "samples_std": v["std"], "samples_defined": v["defined"],
+                       "corpus_mean": c["mean"], "corpus_low": c["low"], "corpus_median": c["median"],
+                       "corpus_high": c["high"], "in_range": bool(c["low"] <= v["mean"] <= c["high"])}
     hs = sum((pitch_class_histogram(r) for r in samples), np.zeros(12))
-
-    def unit(h):
-        return h / h.sum() if h.sum() else h
-
-    norm = np.linalg.norm(hs) * np.linalg.norm(ref)
     return {"percentiles": [lo, hi], "samples": len(samples), "corpus": len(corpus),
             "all_in_range": all(s["in_range"] for s in stats.values()), "stats": stats,
-            "pitch_class_histogram": {"samples": [float(x) for x in unit(hs)],
-                                      "corpus": [float(x) for x in unit(ref)],
-                                      "cosine": float(hs @ ref / norm) if norm else 0.0}}
+            "pitch_class_histogram": {"samples": _fractions(hs), "corpus": _fractions(ref),
+                                      "cosine": pitch_class_cosine(hs, ref)}}
 
 
 def format_comparison(comparison: dict) -> str:
@@ -425,7 +451,7 @@ def change_rate(prompt: np.ndarray, continuation: np.ndarray) -> float:
 
     ``prompt`` is the prompt's last frame (W,) or the whole prompt roll (T, W), of which the last
     row is used; the first continuation step is compared with it. 0.0 means the continuation
-    just holds the prompt's last chord; an empty continuation gives 0.0.
+    just holds the prompt's last chord; an empty continuation gives NaN.
     """
     last = np.asarray(prompt)
     if last.ndim == 2:
@@ -437,23 +463,15 @@ def change_rate(prompt: np.ndarray, continuation: np.ndarray) -> float:
     cont = binarize(_roll(continuation, "continuation"))
     if cont.shape[1] != last.shape[0]:
         raise ValueError(f"prompt has {last.shape[0]} pitches, continuation {cont.shape[1]}")
-    if cont.shape[0] == 0:
-        return 0.0
     seq = np.vstack([binarize(last)[None], cont])
-    return float((seq[1:] != seq[:-1]).any(1).mean())
+    return _ratio((seq[1:] != seq[:-1]).any(1).sum(), cont.shape[0])
 
 
 def pitch_class_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity in [0, 1] of two rolls' pitch-class histograms (sounding cells per class).
-
-    Near 1 when both use the same pitch classes in similar proportions (e.g. the same key);
-    1.0 if both are silent, 0.0 if exactly one is.
-    """
-    ha, hb = pitch_class_histogram(a), pitch_class_histogram(b)
-    na, nb = np.linalg.norm(ha), np.linalg.norm(hb)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(ha @ hb / (na * nb))
+    """:func:`pitch_class_cosine` of two rolls' pitch-class histograms (sounding cells per class):
+    near 1 when both use the same pitch classes in similar proportions (e.g. the same key); NaN if
+    either is silent."""
+    return pitch_class_cosine(pitch_class_histogram(a), pitch_class_histogram(b))
 
 
 def active_units(z_mean: np.ndarray, threshold: float = 0.01) -> int:

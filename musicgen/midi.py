@@ -42,12 +42,13 @@ import io
 import os
 import struct
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import mido
 import numpy as np
 from mido.midifiles.meta import build_meta_message
 
-from .errors import MidiError
+from .errors import MidiError, PromptTooLong
 
 #: Largest roll, in rows, that :func:`read_midi` builds unless told otherwise: 2**21 rows of 128
 #: float32 cells is 1 GiB. A corrupt delta time can claim days of silence; this stops it early.
@@ -278,7 +279,8 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
 
     ``src`` is a path, bytes, a binary file object or a ``mido.MidiFile``; ``name`` is what errors
     call it (default: the path). Raises :class:`MidiError` naming the source for anything that is
-    not a readable MIDI file or whose roll would exceed ``max_steps`` rows.
+    not a readable MIDI file, :class:`PromptTooLong` (with the steps and the limit) for one whose
+    roll would exceed ``max_steps`` rows.
     """
     if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
         raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
@@ -311,8 +313,8 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
     scale = 1.0 if steps_per_beat is None else steps_per_beat / ticks_per_beat
     # A corrupt delta time can claim more ticks than int64/float64 hold: compare as Python numbers
     # (int vs float comparison is exact) before any numpy conversion can overflow.
-    if end > (max_steps + 1) / scale:
-        raise MidiError(name, f"roll would be more than max_steps={max_steps} steps long ({end} ticks)")
+    if end > (max_steps + 1) / scale:  # the rows of ``end``, exactly: ``end`` can be too large for a float
+        raise PromptTooLong(name, int(int(end) * Fraction(scale) + Fraction(1, 2)), max_steps)
 
     def rows(ticks):
         return np.floor(np.asarray(ticks, dtype=np.float64) * scale + 0.5).astype(np.int64)
@@ -325,7 +327,7 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
         r1 = np.maximum(r0 + 1, rows(arr[:, 1]))
         n_steps = max(n_steps, int(r1.max()))
     if n_steps > max_steps:
-        raise MidiError(name, f"roll would be {n_steps} steps long, more than max_steps={max_steps}")
+        raise PromptTooLong(name, n_steps, max_steps)
     roll = np.zeros((n_steps, 128), dtype=np.float32)
     if notes:
         vel = arr[:, 3].astype(np.float32) / 127.0

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__, storage
 from .dataset import FORMAT, MANIFEST, SHARD_DIR, SPLITS, encode_roll, write_manifest, write_shard
-from .errors import DataError, MidiError
+from .errors import DataError, MidiError, one_line
 from .midi import MAX_STEPS, read_midi
 from .roll import resize
 
@@ -83,7 +83,7 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
     except MidiError as e:
         return {"source": source, "reason": e.reason}
     except OSError as e:
-        return {"source": source, "reason": f"unreadable ({storage._first_line(e)})"}
+        return {"source": source, "reason": f"unreadable ({one_line(e)})"}
     except Exception as e:  # a bug must cost one file, not the run; the reason says what happened
         return {"source": source, "reason": f"conversion failed ({type(e).__name__}: {e})"}
     return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
@@ -154,14 +154,14 @@ def _items(src: str, files, config: PrepareConfig):
 
 def _check_dest(dest: str, overwrite: bool) -> None:
     manifest = storage.join(dest, MANIFEST)
-    if storage.info(manifest).type.name == "File":
+    if storage.is_file(manifest):
         if not overwrite:
             raise DataError(f"{dest}: already holds a dataset (pass --overwrite to replace it)")
-        fs, inner = storage.filesystem(dest)
-        fs.delete_file(storage.filesystem(manifest)[1])  # first: an interrupted rewrite reads as incomplete
-        shards = storage.join(inner, SHARD_DIR)
-        if fs.get_file_info(shards).type.name == "Directory":
-            fs.delete_dir(shards)
+        fs, inner = storage.filesystem(manifest)
+        fs.delete_file(inner)  # first: an interrupted rewrite reads as incomplete
+        shards = storage.join(dest, SHARD_DIR)
+        if storage.is_dir(shards):
+            fs.delete_dir(storage.filesystem(shards)[1])
 
 
 def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: bool = True) -> dict:

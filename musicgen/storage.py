@@ -11,7 +11,7 @@ import posixpath
 
 import pyarrow.fs as pafs
 
-from .errors import DataError
+from .errors import DataError, one_line
 
 
 def is_s3(path: str) -> bool:
@@ -54,7 +54,17 @@ def info(path: str) -> pafs.FileInfo:
     try:
         return fs.get_file_info(inner)
     except OSError as e:
-        raise DataError(f"{path}: cannot reach it ({_first_line(e)})") from None
+        raise DataError(f"{path}: cannot reach it ({one_line(e)})") from None
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` (local or s3://) is an existing file; a DataError if the store cannot be reached."""
+    return info(path).type == pafs.FileType.File
+
+
+def is_dir(path: str) -> bool:
+    """Whether ``path`` (local or s3://) is an existing folder (an S3 prefix holding objects)."""
+    return info(path).type == pafs.FileType.Directory
 
 
 def list_files(path: str, suffixes: tuple[str, ...]) -> list[pafs.FileInfo]:
@@ -68,7 +78,7 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[pafs.FileInfo]:
     try:
         listing = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
     except OSError as e:
-        raise DataError(f"{path}: cannot list it ({_first_line(e)})") from None
+        raise DataError(f"{path}: cannot list it ({one_line(e)})") from None
     return sorted((f for f in listing if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes)),
                   key=lambda f: f.path)
 
@@ -86,8 +96,3 @@ def write_bytes(path: str, data: bytes) -> None:
         fs.create_dir(parent, recursive=True)
     with fs.open_output_stream(inner) as f:
         f.write(data)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -1,10 +1,12 @@
 """Training on Ray Train: a Keras loop per worker fed by its Ray Data shard, checkpoints every epoch.
 
-The driver (:func:`train`) reads the dataset's train and val shards as Ray Data datasets, starts a
-``TensorflowTrainer`` with ``workers`` workers, and at the end copies the best checkpoint (lowest
-validation loss) to ``RUN/model`` with ``metrics.json``, ``history.json`` and ``loss.png`` beside
-it. Each worker (:func:`train_loop`) streams its shard of pieces, cuts training examples on the
-fly (the model module's ``train_batches``), and trains under ``MultiWorkerMirroredStrategy``.
+The driver (:func:`train`) reads the dataset's train split as a Ray Data dataset, starts a
+``TensorflowTrainer`` (:func:`make_trainer`, also what a Tune trial runs) with ``workers``
+workers, and at the end writes the best checkpoint (lowest validation loss) as a
+:class:`musicgen.run.Run`. Each worker (:func:`train_loop`) streams its shard of pieces, cuts
+training examples on the fly (the model module's ``train_batches``), and trains under
+``MultiWorkerMirroredStrategy``. A checkpoint holds the weights (:data:`~musicgen.run.WEIGHTS`),
+``state.json`` (epoch, kind, config) and ``history.json`` (every epoch's metrics so far).
 
 A model module (``musicgen.lstm``, ``musicgen.vae``) provides: ``build_model``, ``compile_model``,
 ``train_batches(rolls, cfg, rng)``, ``val_arrays(rolls, cfg)``, ``examples(steps, cfg)`` (training
@@ -12,7 +14,6 @@ examples a piece of that many steps yields), ``epoch_metrics(logs)`` and ``callb
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -23,18 +24,11 @@ from . import storage
 from .config import from_dict, to_dict
 from .dataset import iter_records, read_manifest, shard_paths
 from .errors import DataError
+from .run import CHECKPOINTS, WEIGHTS, Run, model_module
 
-MODEL_DIR = "model"
-WEIGHTS = "weights.h5"
-HISTORY = "history.json"
-CHECKPOINTS = "checkpoints"  # Ray Train's run folder under OUT: one checkpoint per epoch, best 3 kept
+STATE = "state.json"  # in a checkpoint: its epoch, kind and config
+EPOCHS = "history.json"  # in a checkpoint: every epoch's metrics so far (checkpoints get pruned)
 BLOCK_BYTES = 4 << 20  # Ray Data blocks of a training read (read_split): ~100 pieces of the beat grid
-
-
-def model_module(kind: str):
-    if kind not in ("lstm", "vae"):
-        raise DataError(f"model kind must be lstm or vae, not {kind!r}")
-    return importlib.import_module(f"musicgen.{kind}")
 
 
 def _rolls_forever(shard, seed: int):
@@ -106,10 +100,10 @@ def read_split(data: str, split: str, manifest: dict | None = None):
 
 
 def train_loop(config: dict) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker (``config``: :func:`loop_config`)."""
     import ray.train
 
-    from .keras import keras, tf
+    from .keras import tf
 
     kind, module = config["kind"], model_module(config["kind"])
     cfg = from_dict(kind, config["model"])
@@ -121,14 +115,7 @@ def train_loop(config: dict) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = module.compile_model(module.build_model(cfg), cfg)
-
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # resume (a replaced worker, or --resume)
-        with checkpoint.as_directory() as d:
-            model.load_weights(os.path.join(d, WEIGHTS))
-            start_epoch = json.load(open(os.path.join(d, "state.json")))["epoch"] + 1
-            history = json.load(open(os.path.join(d, HISTORY)))
+    start_epoch, history = _resume(model)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -155,6 +142,33 @@ def train_loop(config: dict) -> None:
         from tensorboardX import SummaryWriter  # a dependency of ray[tune]
 
         board = SummaryWriter(config["tensorboard"])
+    report = _report_callback(kind, cfg, module, rank, history, board)
+    if start_epoch < cfg.epochs:
+        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=config["steps_per_epoch"],
+                  validation_data=val_ds, validation_steps=val_steps or None, verbose=0,
+                  callbacks=[*module.callbacks(cfg, model), report])
+    if board:
+        board.close()  # drains tensorboardX's queue (flush alone can leave the last epoch unwritten)
+
+
+def _resume(model) -> tuple[int, list]:
+    """(first epoch to train, metrics of the epochs before it): from the worker's checkpoint, if
+    it has one (a replaced worker, or --resume), whose weights go into ``model``."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0, []
+    with checkpoint.as_directory() as d:
+        model.load_weights(os.path.join(d, WEIGHTS))
+        return _read_json(d, STATE)["epoch"] + 1, _read_json(d, EPOCHS)
+
+
+def _report_callback(kind, cfg, module, rank, history, board):
+    """The Keras callback that ends every epoch: metrics to Ray Train (and TensorBoard), a checkpoint."""
+    import ray.train
+
+    from .keras import keras
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -168,8 +182,8 @@ def train_loop(config: dict) -> None:
                 board.flush()
             with tempfile.TemporaryDirectory() as d:
                 self.model.save_weights(os.path.join(d, WEIGHTS))  # every rank: saving may all-reduce
-                json.dump({"epoch": epoch, "kind": kind, "config": to_dict(cfg)}, open(os.path.join(d, "state.json"), "w"))
-                json.dump(history, open(os.path.join(d, HISTORY), "w"))  # whole history: checkpoints get pruned
+                _write_json(d, STATE, {"epoch": epoch, "kind": kind, "config": to_dict(cfg)})
+                _write_json(d, EPOCHS, history)  # the whole history: checkpoints get pruned
                 if rank == 0:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
                     print(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
@@ -177,12 +191,17 @@ def train_loop(config: dict) -> None:
                 else:
                     ray.train.report(metrics)
 
-    if start_epoch < cfg.epochs:
-        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=config["steps_per_epoch"],
-                  validation_data=val_ds, validation_steps=val_steps or None, verbose=0,
-                  callbacks=[*module.callbacks(cfg, model), Report()])
-    if board:
-        board.close()  # drains tensorboardX's queue (flush alone can leave the last epoch unwritten)
+    return Report()
+
+
+def _read_json(folder: str, name: str):
+    with open(os.path.join(folder, name)) as f:
+        return json.load(f)
+
+
+def _write_json(folder: str, name: str, value) -> None:
+    with open(os.path.join(folder, name), "w") as f:
+        json.dump(value, f)
 
 
 def plan(manifest: dict, cfg, module, workers: int) -> dict:
@@ -198,136 +217,128 @@ def plan(manifest: dict, cfg, module, workers: int) -> dict:
             "train_examples": train_examples, "val_examples": val_examples}
 
 
+def check_dataset(data: str, manifest: dict, kind: str, cfg) -> None:
+    """A DataError naming ``data`` unless model ``kind`` (config ``cfg``) can train on it."""
+    if not manifest.get("counts", {}).get("train"):
+        raise DataError(f"{data}: the dataset has no train split (prepare it with a train fraction > 0)")
+    if kind == "vae" and manifest.get("width", 128) != cfg.width:
+        raise DataError(f"{data}: rolls are {manifest.get('width')} wide, the VAE expects {cfg.width}")
+
+
+def check_cluster(cluster: dict, workers: int, gpu: bool) -> None:
+    """A DataError naming the flags unless the cluster (``ray.cluster_resources()``) holds
+    ``workers`` training workers at once: one CPU each, or one GPU each with ``gpu``."""
+    if gpu and workers > cluster.get("GPU", 0):
+        raise DataError(f"--gpu with --workers {workers}: the cluster has {int(cluster.get('GPU', 0))} GPUs")
+    if not gpu and workers > cluster.get("CPU", 0):
+        raise DataError(f"--workers {workers} is more than the cluster's {int(cluster.get('CPU', 0))} CPUs")
+
+
+def _worker_resources(workers: int, gpu: bool, cluster_cpus: float | None) -> dict | None:
+    """Ray Train's ``resources_per_worker`` (see :func:`make_trainer`)."""
+    if cluster_cpus is None:
+        return None  # Ray Train's default: one CPU, or one GPU
+    # Leave a CPU to Ray Data, which streams the shards to the workers: with every CPU held by a
+    # training worker its read tasks could never run.
+    return {"CPU": 1.0 if gpu or cluster_cpus - workers >= 1 else max(0.1, (cluster_cpus - 1) / workers)}
+
+
+def loop_config(kind: str, cfg, data: str, steps: dict, seed: int, tensorboard: str | None = None) -> dict:
+    """What :func:`train_loop` gets on every worker: model, seed, dataset, :func:`plan`'s steps."""
+    return {"kind": kind, "model": to_dict(cfg), "seed": seed,
+            "data": data if storage.is_s3(data) else os.path.abspath(data), **steps, "tensorboard": tensorboard}
+
+
+def make_trainer(config: dict, datasets: dict, *, workers: int, gpu: bool, name: str, storage_path: str,
+                 keep: int, max_failures: int, cluster_cpus: float | None = None, callbacks=(), trainer_class=None):
+    """The Ray Train trainer of a training run (:func:`train`, and a trial of ``musicgen tune``):
+    :func:`train_loop` with ``config`` (:func:`loop_config`) on ``workers`` workers fed ``datasets``.
+
+    Checkpoints go to ``storage_path/name``, the best ``keep`` kept by validation loss (training
+    loss without a val split); a failed worker is replaced up to ``max_failures`` times.
+    ``cluster_cpus`` (the cluster's CPUs) says that the workers read the train split as they train:
+    a CPU is left to Ray Data, and a GPU worker holds a CPU too. Without it (a Tune trial: the
+    search read the split before it started) a worker holds one CPU, or one GPU.
+    ``trainer_class``: TensorflowTrainer (the default) or a subclass.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    monitor = _monitor(config["val_steps"])
+    return (trainer_class or TensorflowTrainer)(
+        train_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
+                                     resources_per_worker=_worker_resources(workers, gpu, cluster_cpus)),
+        datasets=datasets,
+        run_config=RunConfig(
+            name=name, storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=monitor,
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=max_failures), callbacks=list(callbacks)),
+    )
+
+
+def _monitor(val_steps: int) -> str:
+    """The metric that picks the best checkpoint: validation loss, or training loss without a val split."""
+    return "val_loss" if val_steps else "loss"
+
+
 def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = False, seed: int = 0,
           resume: bool = False, progress: bool = True) -> dict:
     """Train model ``kind`` on dataset ``data``; writes the run to ``out``; returns its metrics."""
     module = model_module(kind)
     manifest = read_manifest(data)
-    counts = manifest.get("counts", {})
-    if not counts.get("train"):
-        raise DataError(f"{data}: the dataset has no train split (prepare it with a train fraction > 0)")
-    if kind == "vae" and manifest.get("width", 128) != cfg.width:
-        raise DataError(f"{data}: rolls are {manifest.get('width')} wide, the VAE expects {cfg.width}")
-    if not resume and storage.info(storage.join(out, MODEL_DIR, "config.json")).type.name == "File":
+    check_dataset(data, manifest, kind, cfg)
+    run = Run(out)
+    if not resume and run.is_trained():
         raise DataError(f"{out}: already holds a trained model (choose another --out, or --resume)")
-    if not resume and storage.info(storage.join(out, CHECKPOINTS)).type.name == "Directory":
+    if not resume and run.has_checkpoints():
         raise DataError(f"{out}: holds an unfinished run (pass --resume to continue it, or choose another --out)")
     steps = plan(manifest, cfg, module, workers)
-
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
 
     from .runtime import ensure_ray, quiet_data_context
 
     ray = ensure_ray(quiet=not progress)
     quiet_data_context()
-    available = ray.cluster_resources()
-    cpus = available.get("CPU", 0)
-    if workers > cpus and not gpu:
-        raise DataError(f"--workers {workers} is more than the cluster's {int(cpus)} CPUs")
-    # Leave a CPU to Ray Data, which streams the shards to the workers: with every CPU held by a
-    # training worker its read tasks could never run.
-    cpu_per_worker = 1.0 if gpu or cpus - workers >= 1 else max(0.1, (cpus - 1) / workers)
-    if gpu and workers > available.get("GPU", 0):
-        raise DataError(f"--gpu with --workers {workers}: the cluster has {int(available.get('GPU', 0))} GPUs")
-    datasets = {"train": read_split(data, "train", manifest)}
-    monitor = "val_loss" if steps["val_steps"] else "loss"
-    board = None if storage.is_s3(out) else os.path.join(_storage_path(out), "tensorboard")  # local OUT only
-    trainer = TensorflowTrainer(
-        train_loop,
-        train_loop_config={"kind": kind, "model": to_dict(cfg), "seed": seed,
-                           "data": data if storage.is_s3(data) else os.path.abspath(data), **steps,
-                           "tensorboard": board},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpu_per_worker}),
-        datasets=datasets,
-        run_config=RunConfig(
-            name=CHECKPOINTS, storage_path=_storage_path(out),
-            checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=monitor,
-                                               checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=3)),
-    )
+    cluster = ray.cluster_resources()
+    check_cluster(cluster, workers, gpu)
+    trainer = make_trainer(loop_config(kind, cfg, data, steps, seed, tensorboard=run.tensorboard),
+                           {"train": read_split(data, "train", manifest)}, workers=workers, gpu=gpu,
+                           name=CHECKPOINTS, storage_path=run.location, keep=3, max_failures=3,
+                           cluster_cpus=cluster.get("CPU", 0))
     result = trainer.fit()
     if result.error:
         raise result.error
+    monitor = _monitor(steps["val_steps"])
     best = result.get_best_checkpoint(metric=monitor, mode="min") if hasattr(result, "get_best_checkpoint") else None
     best = best or result.checkpoint
     if best is None:
         raise DataError(f"{out}: training reported no checkpoint")
-    return finish_run(kind, cfg, out, best, result, manifest, data, steps, workers)
+    with (result.checkpoint or best).as_directory() as d:
+        epochs = _read_json(d, EPOCHS)
+    threshold = _vae_threshold(cfg, best, data) if kind == "vae" else None
+    return run.save(best, kind=kind, cfg=cfg, manifest=manifest, data=data, epochs=epochs,
+                    best=best_metrics_of(result, best) or result.metrics or {}, workers=workers, plan=steps,
+                    threshold=threshold)
 
 
-def _storage_path(out: str) -> str:
-    return out if storage.is_s3(out) else os.path.abspath(out)
-
-
-def _history(checkpoint) -> dict:
-    """Per-epoch metrics, {name: [value per epoch]}, from the history a checkpoint carries."""
-    with checkpoint.as_directory() as d:
-        epochs = json.load(open(os.path.join(d, HISTORY)))
-    names = sorted({k for e in epochs for k in e}, key=lambda k: (k != "epoch", k))
-    return {k: [e.get(k) for e in epochs] for k in names}
-
-
-def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> dict:
-    """Copy the best checkpoint to OUT/model; write metrics.json, history.json and loss.png."""
-    import pyarrow.fs as pafs
-
-    from .plot import plot_history
-
-    fs, inner = storage.filesystem(out)
-    target = storage.join(inner, MODEL_DIR)
-    if not storage.is_s3(out):
-        fs.create_dir(target, recursive=True)
-    pafs.copy_files(best.path, target, source_filesystem=best.filesystem, destination_filesystem=fs)
-    info = {"kind": kind, "config": to_dict(cfg), "steps_per_beat": manifest.get("steps_per_beat"),
-            "width": manifest.get("width", 128), "data": data}
-    storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
-    if kind == "vae":  # the decoding threshold, chosen on held-out images, travels with the model
-        info["threshold"] = _vae_threshold(out, data)
-        storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
-    history = _history(result.checkpoint or best)
-    best_metrics = dict(best_metrics_of(result, best) or result.metrics or {})
-    metrics = {"kind": kind, "best": best_metrics, "epochs": len(history.get("epoch", [])),
-               "workers": workers, "data": data, "plan": steps, "config": to_dict(cfg)}
-    storage.write_bytes(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1).encode())
-    storage.write_bytes(storage.join(out, "history.json"), json.dumps(history, indent=1).encode())
-    curves = {k: v for k, v in history.items() if k != "epoch" and k.endswith("loss")}
-    if curves:
-        with tempfile.TemporaryDirectory() as d:
-            png = plot_history(curves, os.path.join(d, "loss.png"), title=f"{kind} training")
-            storage.write_bytes(storage.join(out, "loss.png"), open(png, "rb").read())
-    return metrics
-
-
-def _vae_threshold(out: str, data: str) -> float:
+def _vae_threshold(cfg, checkpoint, data: str) -> float:
+    """The VAE's decoding threshold, chosen on held-out images (a few train pieces without a val
+    split) with the weights of ``checkpoint``: it travels with the model."""
     from .dataset import load_rolls
-    from .vae import Generator, images
+    from .vae import Generator, build_model, images
 
-    _, cfg, _, model = load_run(out)
+    model = build_model(cfg)
+    with checkpoint.as_directory() as d:
+        model.load_weights(os.path.join(d, WEIGHTS))
     rolls = list(load_rolls(data, "val").values()) or list(load_rolls(data, "train").values())[:64]
     return float(Generator(cfg, model).choose_threshold(np.concatenate([images(r, cfg) for r in rolls])))
 
 
 def best_metrics_of(result, best):
+    """The metrics Ray Train reported with checkpoint ``best`` (None if it kept none for it)."""
     for checkpoint, metrics in getattr(result, "best_checkpoints", None) or []:
         if checkpoint.path == best.path:
             return metrics
     return None
-
-
-def load_run(run: str):
-    """(kind, config, info, keras training model with weights) of a trained run (local or s3://)."""
-    path = storage.join(run, MODEL_DIR, "config.json")
-    if storage.info(path).type.name != "File":
-        raise DataError(f"{run}: not a trained run (no {MODEL_DIR}/config.json; run `musicgen train` first)")
-    info = json.loads(storage.read_bytes(path))
-    kind = info["kind"]
-    module = model_module(kind)
-    cfg = from_dict(kind, info["config"])
-    model = module.build_model(cfg)
-    with tempfile.TemporaryDirectory() as d:
-        local = os.path.join(d, WEIGHTS)
-        with open(local, "wb") as f:
-            f.write(storage.read_bytes(storage.join(run, MODEL_DIR, WEIGHTS)))
-        model.load_weights(local)
-    return kind, cfg, info, model

@@ -12,7 +12,9 @@ Routes (``/docs`` has the OpenAPI page):
 * ``GET /`` -> the page (upload a MIDI, see and hear the continuation, download it).
 
 Every bad request gets a 4xx JSON ``{"error": "..."}``; request bodies are limited before they are
-parsed (:mod:`musicgen_serve.limits`); every request has a time limit.
+parsed (:mod:`musicgen_serve.limits`); every request has a time limit. The ranges of ``steps`` and
+``temperature``, prompt reading and MIDI writing are musicgen's own (:mod:`musicgen.generate`), as
+for ``musicgen extend``; the route bodies are :class:`Routes`, which :func:`make_app` wires.
 
 Concurrent extend requests are generated together, continuously: a request joins its model's
 running generation at the next step and leaves when it has its steps
@@ -43,14 +45,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from musicgen.generate import MAX_STEPS
+from musicgen import generate
+from musicgen.errors import ArgumentError, MusicgenError, PromptTooLong
+from musicgen.lstm import MAX_STEPS, check_extend_args
 
 from .batching import ExtendJob, StepBatcher
 from .limits import BodyLimit
@@ -88,14 +92,21 @@ class Settings(BaseModel):
 
 
 class ExtendParams(BaseModel):
-    """The parameters of one extend request (query or form fields)."""
+    """The parameters of one extend request (query or form fields). Their types are checked here;
+    the ranges of ``steps`` and ``temperature`` by musicgen's own check (:meth:`Service.check_extend`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(64, ge=1, le=MAX_STEPS, description="steps to generate after the prompt")
-    temperature: float = Field(1.0, gt=0, le=10, allow_inf_nan=False, description="sampling temperature, in (0, 10]")
+    steps: int = Field(64, description="steps to generate after the prompt")
+    temperature: float = Field(1.0, description="sampling temperature, in (0, 10]")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed: same request and seed, same result")
     model: str | None = Field(None, max_length=200, description="LSTM model id (GET /v1/models); default: the first")
+
+    @classmethod
+    def given(cls, form: dict, query: dict) -> "ExtendParams":
+        """The parameters given as form fields or query parameters (None: not given); a form field wins."""
+        return cls(**{k: form[k] if form[k] is not None else query[k] for k in form
+                      if form[k] is not None or query[k] is not None})
 
 
 class GenerateRequest(BaseModel):
@@ -245,39 +256,34 @@ class Service:
     # --- extend ------------------------------------------------------------------------------
 
     async def check_extend(self, params: ExtendParams):
+        """The LSTM to extend with, once the parameters pass musicgen's check (ArgumentError: 422)
+        and this server's limit."""
+        check_extend_args(params.steps, params.temperature)
         if params.steps > self.settings.max_steps:
             raise RequestError(422, f"steps: must be at most {self.settings.max_steps}, not {params.steps}")
         return (await self.registry()).get("lstm", params.model)
 
     def read_prompt(self, data: bytes, model, name: str):
-        from musicgen.errors import MidiError
-        from musicgen.midi import read_midi
-
-        limit = self.settings.max_prompt_steps
+        """The prompt as musicgen reads it (:func:`musicgen.generate.read_prompt`), within this
+        server's limit: read_midi stops before building a longer roll (413)."""
         try:
-            piece = read_midi(data, model.steps_per_beat, max_steps=limit, name=name)
-        except MidiError as e:
-            if f"max_steps={limit}" in str(e):  # read_midi stops before building a roll that long
-                raise RequestError(413, f"midi: the prompt is longer than the limit of {limit} steps "
-                                        f"({model.steps_per_beat} per beat); send its last {limit} steps") from None
-            raise
-        if not piece.roll.any():
-            raise MidiError(name, "the prompt has no notes")
-        return piece
+            return generate.read_prompt(data, model.info, name, max_steps=self.settings.max_prompt_steps)
+        except PromptTooLong as e:
+            raise RequestError(413, f"midi: the prompt is {e.steps} steps long, more than the limit of {e.limit} "
+                                    f"steps ({model.steps_per_beat} per beat); send its last {e.limit} steps") from None
 
     async def extend(self, model, piece, params: ExtendParams):
-        """(prompt + continuation roll, MIDI bytes, mean rows per step it was generated with)."""
-        from musicgen.midi import roll_to_midi
-
+        """(prompt + continuation roll, MIDI bytes, mean rows per step it was generated with): the
+        models deployment samples the continuation, musicgen writes the MIDI file as for the CLI."""
         cont, batch = await self._with_time_limit(
             self._call("extend", model.id, piece.roll, params.steps, params.temperature, params.seed))
-        roll = np.concatenate([piece.roll, cont])
 
         def write():  # tens of ms of mido for a long piece: off the event loop
-            return _midi_bytes(roll_to_midi(roll, model.steps_per_beat, tempos=piece.tempos,
-                                            time_signatures=piece.time_signatures))
+            roll, mid = generate.continue_piece(model.info, piece, cont)
+            return roll, _midi_bytes(mid)
 
-        return roll, await asyncio.to_thread(write), batch
+        roll, mid = await asyncio.to_thread(write)
+        return roll, mid, batch
 
     # --- generate ----------------------------------------------------------------------------
 
@@ -316,95 +322,73 @@ class Service:
         return render_wav(roll, steps_per_beat, tempos, midi_bytes=midi, timeout=self.settings.timeout_s)
 
 
-def make_app(service: Service):
-    """The FastAPI app over ``service``."""
-    from musicgen.errors import MusicgenError
+ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "unreadable MIDI"},
+                   404: {"model": ErrorBody, "description": "unknown model id"},
+                   413: {"model": ErrorBody, "description": "request body too large"},
+                   422: {"model": ErrorBody, "description": "a parameter is out of range"},
+                   503: {"model": ErrorBody, "description": "over the time limit"}}
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "
+            "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
 
-    settings = service.settings
-    app = FastAPI(title="musicgen", version="1",
-                  description="Extend MIDI prompts with a trained LSTM, generate pieces with a trained VAE. "
-                              "Errors are JSON `{\"error\": \"...\"}` with a 4xx status for bad input.")
-    limits = {"/v1/extend": settings.max_upload_bytes + FORM_OVERHEAD}
-    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, JSON_BODY_LIMIT))
 
-    def error(status: int, message: str):
-        return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc):
+
+class Routes:
+    """The HTTP side of the ingress over a :class:`Service`: the routes' bodies and the answers to
+    errors, every one a JSON ``{"error": "..."}`` (:func:`make_app` wires them to paths)."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.settings = service.settings
+
+    def error_handlers(self) -> dict:
+        """Exception type -> handler (Starlette picks the handler of the nearest type in the MRO)."""
+        return {StarletteHTTPException: self.http_error, RequestValidationError: self.validation_error,
+                ValidationError: self.validation_error, RequestError: self.request_error,
+                UnknownModel: self.unknown_model, ArgumentError: self.argument_error,
+                MusicgenError: self.musicgen_error, Exception: self.internal_error}
+
+    async def http_error(self, request, exc):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, exc):
-        return error(422, _field_errors(exc.errors()))
+    async def validation_error(self, request, exc):
+        return _error(422, _field_errors(exc.errors()))
 
-    @app.exception_handler(ValidationError)
-    async def _pydantic_error(request, exc):
-        return error(422, _field_errors(exc.errors()))
+    async def request_error(self, request, exc):
+        return _error(exc.status, str(exc))
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request, exc):
-        return error(exc.status, str(exc))
+    async def unknown_model(self, request, exc):
+        return _error(404, str(exc.args[0]))
 
-    @app.exception_handler(UnknownModel)
-    async def _unknown_model(request, exc):
-        return error(404, str(exc.args[0]))
+    async def argument_error(self, request, exc):
+        """A parameter out of musicgen's range, named as the request names it."""
+        return _error(422, f"{exc.field}: must be {exc.must}, not {exc.value!r}")
 
-    @app.exception_handler(MusicgenError)
-    async def _musicgen_error(request, exc):
-        return error(400, str(exc))
+    async def musicgen_error(self, request, exc):
+        return _error(400, str(exc))
 
-    @app.exception_handler(Exception)
-    async def _internal_error(request, exc):
+    async def internal_error(self, request, exc):
         logger.exception("musicgen serve: unexpected error on %s", request.url.path)
-        return error(500, f"internal error ({type(exc).__name__})")
+        return _error(500, f"internal error ({type(exc).__name__})")
 
-    responses = {400: {"model": ErrorBody, "description": "unreadable MIDI"},
-                 404: {"model": ErrorBody, "description": "unknown model id"},
-                 413: {"model": ErrorBody, "description": "request body too large"},
-                 422: {"model": ErrorBody, "description": "a parameter is out of range"},
-                 503: {"model": ErrorBody, "description": "over the time limit"}}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page():
+    async def page(self):
         with open(PAGE, encoding="utf-8") as f:
             html = f.read()
-        return HTMLResponse(html, headers={
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "
-                                       "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
-    @app.get("/v1/health", summary="ready once the models are loaded")
-    async def health() -> dict:
-        await service.registry()  # the models deployment answers
+    async def health(self) -> dict:
+        await self.service.registry()  # the models deployment answers
         return {"status": "ok"}
 
-    @app.get("/v1/models", summary="the loaded models: ids, kinds, training metrics, defaults")
-    async def models() -> dict:
-        listed = (await service.registry()).describe()
+    async def models(self) -> dict:
+        listed = (await self.service.registry()).describe()
         return {"models": listed, "defaults": {m["kind"]: m["id"] for m in listed if m["default"]}}
 
-    @app.post("/v1/extend", summary="continue a MIDI prompt with an LSTM",
-              response_class=Response, responses={200: {"content": {"audio/midi": {}, "image/png": {}, "audio/wav": {},
-                                                                     "application/json": {}},
-                                                         "description": "the prompt followed by the continuation"},
-                                                   **responses})
-    async def extend(
-        request: Request,
-        midi: Annotated[UploadFile, File(description=f"the prompt, a MIDI file (at most {settings.max_upload_bytes} bytes)")],
-        steps: Annotated[int | None, Form(description="steps to generate (default 64)")] = None,
-        temperature: Annotated[float | None, Form(description="sampling temperature in (0, 10] (default 1)")] = None,
-        seed: Annotated[int | None, Form(description="random seed (default 0)")] = None,
-        model: Annotated[str | None, Form(description="LSTM model id (default: the first)")] = None,
-        steps_q: Annotated[int | None, Query(alias="steps", description="as the form field")] = None,
-        temperature_q: Annotated[float | None, Query(alias="temperature", description="as the form field")] = None,
-        seed_q: Annotated[int | None, Query(alias="seed", description="as the form field")] = None,
-        model_q: Annotated[str | None, Query(alias="model", description="as the form field")] = None,
-        format: Annotated[Literal["midi", "png", "wav", "json"], Query(description="what to return")] = "midi",
-    ):
-        given = {"steps": (steps, steps_q), "temperature": (temperature, temperature_q), "seed": (seed, seed_q),
-                 "model": (model, model_q)}
-        params = ExtendParams(**{k: f if f is not None else q for k, (f, q) in given.items()
-                                 if f is not None or q is not None})
+    async def extend(self, midi: UploadFile, params: ExtendParams, format: str):
+        """POST /v1/extend once its parameters are parsed (:func:`_extend_endpoint`)."""
+        service, settings = self.service, self.settings
         lstm = await service.check_extend(params)
         data = await midi.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
@@ -435,13 +419,9 @@ def make_app(service: Service):
                              "steps_per_beat": lstm.steps_per_beat, "batch_size": round(batch, 1), "midi": _b64(mid),
                              "png": _b64(png), "wav": _b64(wav), "audio_engine": engine}, headers=headers)
 
-    @app.post("/v1/generate", summary="new pieces from a VAE",
-              response_class=Response, responses={200: {"content": {"audio/midi": {}, "application/zip": {},
-                                                                     "application/json": {}},
-                                                         "description": "one MIDI file (n=1) or a zip of n"},
-                                                   **responses})
-    async def generate(body: GenerateRequest,
+    async def generate(self, body: GenerateRequest,
                        format: Annotated[Literal["midi", "json"], Query(description="midi: MIDI or zip; json: base64 MIDI, PNG, WAV")] = "midi"):
+        service = self.service
         vae = (await service.registry()).get("vae", body.model)
         pieces = await service.generate(vae, body.n, body.seed)
         headers = {"X-Model": vae.id, "X-Seed": str(body.seed)}
@@ -462,6 +442,53 @@ def make_app(service: Service):
         return Response(buf.getvalue(), media_type="application/zip",
                         headers={**headers, "Content-Disposition": 'attachment; filename="pieces.zip"'})
 
+
+def _extend_endpoint(routes: Routes):
+    """The /v1/extend endpoint FastAPI calls: its parameters, each a form field or a query
+    parameter (the docs state this server's upload limit); the body is :meth:`Routes.extend`."""
+    max_bytes = routes.settings.max_upload_bytes
+
+    async def extend(
+        midi: Annotated[UploadFile, File(description=f"the prompt, a MIDI file (at most {max_bytes} bytes)")],
+        steps: Annotated[int | None, Form(description="steps to generate (default 64)")] = None,
+        temperature: Annotated[float | None, Form(description="sampling temperature in (0, 10] (default 1)")] = None,
+        seed: Annotated[int | None, Form(description="random seed (default 0)")] = None,
+        model: Annotated[str | None, Form(description="LSTM model id (default: the first)")] = None,
+        steps_q: Annotated[int | None, Query(alias="steps", description="as the form field")] = None,
+        temperature_q: Annotated[float | None, Query(alias="temperature", description="as the form field")] = None,
+        seed_q: Annotated[int | None, Query(alias="seed", description="as the form field")] = None,
+        model_q: Annotated[str | None, Query(alias="model", description="as the form field")] = None,
+        format: Annotated[Literal["midi", "png", "wav", "json"], Query(description="what to return")] = "midi",
+    ):
+        params = ExtendParams.given({"steps": steps, "temperature": temperature, "seed": seed, "model": model},
+                                    {"steps": steps_q, "temperature": temperature_q, "seed": seed_q, "model": model_q})
+        return await routes.extend(midi, params, format)
+
+    return extend
+
+
+def make_app(service: Service):
+    """The FastAPI app over ``service``: wires :class:`Routes` to paths."""
+    routes = Routes(service)
+    app = FastAPI(title="musicgen", version="1",
+                  description="Extend MIDI prompts with a trained LSTM, generate pieces with a trained VAE. "
+                              "Errors are JSON `{\"error\": \"...\"}` with a 4xx status for bad input.")
+    limits = {"/v1/extend": service.settings.max_upload_bytes + FORM_OVERHEAD}
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, JSON_BODY_LIMIT))
+    for exc_type, handler in routes.error_handlers().items():
+        app.add_exception_handler(exc_type, handler)
+
+    app.get("/", response_class=HTMLResponse, include_in_schema=False)(routes.page)
+    app.get("/v1/health", summary="ready once the models are loaded")(routes.health)
+    app.get("/v1/models", summary="the loaded models: ids, kinds, training metrics, defaults")(routes.models)
+    app.post("/v1/extend", summary="continue a MIDI prompt with an LSTM", response_class=Response,
+             responses={200: {"content": {"audio/midi": {}, "image/png": {}, "audio/wav": {}, "application/json": {}},
+                              "description": "the prompt followed by the continuation"},
+                        **ERROR_RESPONSES})(_extend_endpoint(routes))
+    app.post("/v1/generate", summary="new pieces from a VAE", response_class=Response,
+             responses={200: {"content": {"audio/midi": {}, "application/zip": {}, "application/json": {}},
+                              "description": "one MIDI file (n=1) or a zip of n"},
+                        **ERROR_RESPONSES})(routes.generate)
     return app
 
 

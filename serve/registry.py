@@ -7,7 +7,6 @@ so a path, a URL or an unknown id is answered 404 and never touches the file sys
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -71,29 +70,20 @@ def assign_ids(specs: list[RunSpec]) -> list[RunSpec]:
 def check_run(spec: RunSpec) -> None:
     """Fail early, with a one-line message, if ``spec`` is not a trained run of its kind (reads
     only the run's model/config.json)."""
-    from musicgen import storage
-    from musicgen.train import MODEL_DIR
+    from musicgen.run import Run
 
-    path = storage.join(spec.path, MODEL_DIR, "config.json")
-    try:
-        if storage.info(path).type.name != "File":
-            raise DataError(f"{spec.path}: not a trained run (no {MODEL_DIR}/config.json)")
-        kind = json.loads(storage.read_bytes(path)).get("kind")
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"{spec.path}: cannot read the run ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    kind = Run(spec.path).kind
     if kind != spec.kind:
         raise DataError(f"{spec.path}: a {kind} run, given as {spec.kind}")
 
 
 def read_metrics(path: str) -> dict:
-    """The run's metrics.json (empty if it has none)."""
-    from musicgen import storage
+    """The run's metrics.json (empty if it has none, or it cannot be read: metrics are only shown)."""
+    from musicgen.run import Run
 
     try:
-        return json.loads(storage.read_bytes(storage.join(path, "metrics.json")))
-    except Exception:
+        return Run(path).metrics()
+    except (OSError, ValueError):  # ValueError: bad JSON, or a DataError (the store cannot be reached)
         return {}
 
 

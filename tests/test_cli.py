@@ -31,9 +31,18 @@ def test_bad_arguments_give_one_line(args, words, tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("corpus", "prepare", "show", "demo"):
+    from musicgen.cli import COMMANDS
+
+    assert [c[0] for c in COMMANDS] == ["corpus", "prepare", "show", "train", "tune", "serve", "evaluate",
+                                        "extend", "generate", "demo"]
+    for cmd in [c[0] for c in COMMANDS]:
         p = run_cli(cmd, "--help")
-        assert p.returncode == 0 and "usage: musicgen " + cmd in p.stdout
+        assert p.returncode == 0 and "usage: musicgen " + cmd in p.stdout and "--verbose" in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("args", [["-v", "corpus", "mozart", "out"], ["corpus", "mozart", "out", "--verbose"]])
+def test_verbose_before_or_after_the_command(args):
+    assert "mozart" in one_line_error(run_cli(*args))
 
 
 def test_corpus_prepare_show(tmp_path):
@@ -66,6 +75,10 @@ def test_corpus_prepare_show(tmp_path):
 def test_demo_writes_dataset_pictures_and_summary(tmp_path):
     p = run_cli("demo", "--out", tmp_path / "demo", "--limit", "12", "--data-only")
     assert p.returncode == 0, p.stderr
+    # musicgen's own progress: a line as each step starts and ends, and nothing from Ray's workers
+    steps = [x for x in p.stdout.splitlines() if x.startswith("[")]
+    assert [x.split()[0] for x in steps] == ["[1/3]", "[1/3]", "[2/3]", "[2/3]", "[3/3]", "[3/3]"], p.stdout
+    assert all(" done in " in x for x in steps[1::2]) and "(pid=" not in p.stdout + p.stderr
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"]["counts"]["pieces"] == 12

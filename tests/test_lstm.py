@@ -1,4 +1,8 @@
-"""musicgen.lstm: the study's net, windows cut on the fly, incremental generation."""
+"""musicgen.lstm: the study's net, windows cut on the fly, the step on trained weights, generation.
+
+The generation engine's scheduling (rows joining and leaving a batch) is tested with Serve's
+batcher in tests/test_batching.py.
+"""
 import numpy as np
 import pytest
 
@@ -129,6 +133,59 @@ def test_extend_is_reproducible_and_batching_does_not_change_a_request(trained):
         ext.extend(short, 3, temperature=float("nan"))
 
 
+def test_extend_arguments_are_checked_in_one_place_with_typed_errors(trained):
+    from musicgen.errors import ArgumentError
+
+    check = lstm.check_extend_args
+    check(1, 1e-3)
+    check(lstm.MAX_STEPS, 10)
+    check(np.int64(5), 1)
+    for steps, temperature, field, message in (
+            (5000, 1.0, "steps", "steps must be an integer from 1 to 4096, not 5000"),
+            (0, 1.0, "steps", "steps must be an integer from 1 to 4096, not 0"),
+            (2.0, 1.0, "steps", "steps must be an integer from 1 to 4096, not 2.0"),
+            (4, float("nan"), "temperature", "temperature must be a number in (0, 10], not nan"),
+            (4, 0, "temperature", "temperature must be a number in (0, 10], not 0"),
+            (4, 10.5, "temperature", "temperature must be a number in (0, 10], not 10.5")):
+        with pytest.raises(ArgumentError) as e:
+            check(steps, temperature)
+        assert (e.value.field, str(e.value)) == (field, message)
+    # Extender.extend checks every row with it.
+    cfg, model, _, _ = trained
+    ext = lstm.Extender.from_training_model(cfg, model)
+    with pytest.raises(ArgumentError) as e:
+        ext.extend([_toy_rolls(1, 3)[0]] * 2, [3, lstm.MAX_STEPS + 1])
+    assert e.value.field == "steps" and e.value.value == lstm.MAX_STEPS + 1
+
+
+def test_one_input_encoder_for_windows_and_generation():
+    """A frame's network input is the same from a training window and from a generated row."""
+    roll = (np.random.default_rng(3).random((11, 128)) < 0.1).astype(np.float32)
+    x = lstm.features(roll, 5, SMALL)
+    np.testing.assert_array_equal(x, lstm.network_input(roll, np.arange(5, 16), SMALL))
+    np.testing.assert_array_equal(x[:, 128:].argmax(1), np.arange(5, 16) % SMALL.steps_per_bar)
+    (w, _), = lstm.piece_windows(roll[:9], SMALL, np.random.default_rng(0), augment=False)
+    np.testing.assert_array_equal(w[-8:], lstm.features(roll[:8], 0, SMALL))
+
+    class Recorder:  # a net that records the inputs the engine gives it
+        cfg, inputs = SMALL, []
+
+        def zero_state(self, rows):
+            return [np.zeros((rows, 1), np.float32)]
+
+        def step(self, x, state):
+            self.inputs.append(x[0].copy())
+            return np.full((len(x), 128), 0.5, np.float32), state
+
+    batch = lstm.Batch(Recorder(), 1)
+    batch.admit(lstm.Row(roll, 3))
+    for _ in range(len(roll) + 2):
+        batch.step()
+    fed = np.stack(Recorder.inputs)
+    np.testing.assert_array_equal(fed[:len(roll)], lstm.features(roll, 0, SMALL))
+    np.testing.assert_array_equal(fed[len(roll):], lstm.features(batch.rows[0].out[:2] > 0, len(roll), SMALL))
+
+
 def test_config_checks_ranges():
     from musicgen.errors import DataError
 
@@ -143,9 +200,11 @@ def test_config_checks_ranges():
 @pytest.mark.parametrize("skip, position, xla", [(True, True, False), (False, False, False), (True, True, True)])
 def test_step_matches_the_keras_model(skip, position, xla, monkeypatch):
     """The numpy step (one row, or small nets) and the XLA step (several rows of a large net;
-    forced here on a small one) against the compiled Keras model."""
+    forced here on a small one) against the compiled Keras model: one cell, two backends."""
+    from musicgen.lstm import step
+
     if xla:
-        monkeypatch.setattr(lstm, "XLA_MIN_WEIGHTS", 0)
+        monkeypatch.setattr(step, "XLA_MIN_WEIGHTS", 0)
     cfg = LSTMConfig(layers=2, units=16, window=8, position=position, steps_per_bar=4, skip=skip)
     ext = lstm.Extender.from_training_model(cfg, lstm.build_model(cfg))
     x = np.random.default_rng(0).random((3, 6, lstm.n_features(cfg))).astype(np.float32)
@@ -157,4 +216,4 @@ def test_step_matches_the_keras_model(skip, position, xla, monkeypatch):
         np.testing.assert_allclose(p, probs[:rows, -1], atol=1e-5)
         for a, b in zip(s, state):
             np.testing.assert_allclose(a, b[:rows], atol=1e-5)
-    assert (ext._fused[2] is not None) == xla
+    assert (ext.net.batched is not None) == xla

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from musicgen.metrics import (CopyLast, FrameScores, PitchPrior, active_units, binarize, change_rate,
-                              evaluate, onsets, pitch_class_similarity, sample_stats)
+                              evaluate, onsets, pitch_class_cosine, pitch_class_histogram,
+                              pitch_class_similarity, sample_stats)
 
 
 def empty(t):
@@ -62,10 +63,12 @@ def test_perfect_predictor_nll_near_zero_accuracy_one():
     assert r["mae"] == 0.0
 
 
-def test_silence_predicted_silence_counts_as_correct_and_accumulates_over_pieces():
+def test_silence_predicted_silence_is_undefined_and_accumulates_over_pieces():
     s = FrameScores()
     s.add(np.zeros((3, 128)), np.zeros((3, 128)))
-    assert s.result()["accuracy"] == 1.0 and s.result()["f1"] == 1.0
+    r = s.result()  # nothing to count: every ratio is NaN (undefined), not a made-up 0 or 1
+    assert all(math.isnan(r[k]) for k in ("accuracy", "precision", "recall", "f1"))
+    assert r["frames"] == 3 and r["mae"] == 0.0
     p = np.zeros((2, 128)); y = np.zeros((2, 128))
     p[0, 5] = 1; y[0, 5] = 1; y[1, 6] = 1  # TP=1, FN=1 in a second piece
     r = s.add(p, y).result()
@@ -169,11 +172,14 @@ def test_sample_stats_by_hand():
     assert onsets(a)[:, 64].nonzero()[0].tolist() == [0, 4]
 
 
-def test_sample_stats_all_empty_is_json_safe():
+def test_sample_stats_all_empty_is_nan_where_undefined_and_json_safe():
     s = sample_stats([empty(3)])
-    assert s["empty_fraction"] == 1.0 and s["silence_fraction"] == 1.0 and s["polyphony"] == 0.0
-    assert s["pitch_min"] is None and sum(s["pitch_class_histogram"]) == 0
-    json.dumps(s)
+    assert s["empty_fraction"] == 1.0 and s["silence_fraction"] == 1.0 and s["notes_per_step"] == 0.0
+    assert all(math.isnan(s[k]) for k in ("polyphony", "pitch_range", "mean_velocity"))
+    assert s["pitch_min"] is None and all(math.isnan(x) for x in s["pitch_class_histogram"])
+    assert json.loads(json.dumps(s))["pieces"] == 1
+    none = sample_stats([])
+    assert none["pieces"] == 0 and math.isnan(none["empty_fraction"]) and math.isnan(none["notes_per_step"])
 
 
 def test_change_rate():
@@ -187,7 +193,7 @@ def test_change_rate():
     assert change_rate(prompt[-1], cont) == pytest.approx(2 / 5)
     held = np.repeat(prompt[-1:], 6, axis=0)
     assert change_rate(prompt, held) == 0.0
-    assert change_rate(prompt, empty(0)) == 0.0
+    assert math.isnan(change_rate(prompt, empty(0)))
 
 
 def test_pitch_class_similarity():
@@ -198,8 +204,11 @@ def test_pitch_class_similarity():
     assert pitch_class_similarity(a, up) == pytest.approx(1.0)
     assert pitch_class_similarity(a, other) == pytest.approx(0.0)
     assert pitch_class_similarity(a, c_only) == pytest.approx(1 / math.sqrt(2))
-    assert pitch_class_similarity(empty(2), empty(3)) == 1.0
-    assert pitch_class_similarity(a, empty(3)) == 0.0
+    # one answer for silence, wherever the cosine is taken: undefined (NaN)
+    assert math.isnan(pitch_class_similarity(empty(2), empty(3)))
+    assert math.isnan(pitch_class_similarity(a, empty(3)))
+    assert math.isnan(pitch_class_cosine(np.zeros(12), np.ones(12)))
+    assert pitch_class_cosine(pitch_class_histogram(a), pitch_class_histogram(up)) == pytest.approx(1.0)
 
 
 def test_active_units():
@@ -225,18 +234,34 @@ def test_roll_stats_by_hand():
     assert s["polyphony"] == pytest.approx((4 * 3 + 2) / 6)
     assert s["silence_fraction"] == pytest.approx(2 / 8)
     assert s["pitch_range"] == 7.0
-    assert s["pitch_classes"] == 4.0  # C, D, E, G
-    assert s["scale_fit"] == 1.0      # all in C major
+    assert s["n_pitch_classes_used"] == 4.0  # C, D, E, G
+    assert s["scale_consistency"] == 1.0     # all in C major
     hist = np.zeros(12)
     hist[[0, 2, 4, 7]] = [4, 2, 4, 4]
     assert s["pitch_class_similarity"] == pytest.approx(4 / np.linalg.norm(hist))
     assert roll_stats(r)["pitch_class_similarity"] is None
     chromatic = empty(12)
     chromatic[np.arange(12), 60 + np.arange(12)] = 1
-    assert roll_stats(chromatic)["scale_fit"] == pytest.approx(7 / 12)
+    assert roll_stats(chromatic)["scale_consistency"] == pytest.approx(7 / 12)
     silent = roll_stats(empty(4), ref)
-    assert silent == {"notes_per_step": 0.0, "polyphony": 0.0, "silence_fraction": 1.0, "pitch_range": 0.0,
-                      "pitch_classes": 0.0, "scale_fit": 0.0, "pitch_class_similarity": 0.0}
+    assert {k: v for k, v in silent.items() if not math.isnan(v)} == {
+        "notes_per_step": 0.0, "silence_fraction": 1.0, "n_pitch_classes_used": 0.0}
+    assert set(silent) == {"notes_per_step", "polyphony", "silence_fraction", "pitch_range",
+                           "n_pitch_classes_used", "scale_consistency", "pitch_class_similarity"}
+
+
+def test_scale_consistency_counts_notes_as_muspy_does():
+    from musicgen.metrics import roll_stats
+
+    r = empty(12)
+    r[0, 60] = r[1, 64] = r[2, 67] = 1  # C, E, G: one short note each
+    r[3:12, 61] = 1                     # C#: one note held 9 steps
+    # muspy counts notes: C major holds 3 of 4. Counting sounding cells would give D major's
+    # C#, E, G = 11 of 12 cells instead.
+    assert roll_stats(r)["scale_consistency"] == pytest.approx(3 / 4)
+    r[6, 61] = 0                        # C# struck twice: 5 notes, D major's C#, C#, E, G best
+    assert roll_stats(r)["scale_consistency"] == pytest.approx(4 / 5)
+    assert roll_stats(r)["polyphony"] == 1.0 and roll_stats(r)["n_pitch_classes_used"] == 4.0
 
 
 def test_compare_to_corpus_percentile_ranges():
@@ -258,6 +283,14 @@ def test_compare_to_corpus_percentile_ranges():
     assert sum(c["pitch_class_histogram"]["corpus"]) == pytest.approx(1)
     bad = compare_to_corpus([corpus[9], corpus[9], empty(4)], corpus)  # a silent sample counts
     assert not bad["all_in_range"] and not bad["stats"]["silence_fraction"]["in_range"]
+    assert bad["stats"]["silence_fraction"]["samples"] == pytest.approx(1 / 3)
+    # ... where it has the statistic; its undefined polyphony is left out of the mean, not a 0
+    assert bad["stats"]["polyphony"]["samples"] == 10.0 and bad["stats"]["polyphony"]["samples_defined"] == 2
+    assert bad["stats"]["silence_fraction"]["samples_defined"] == 3
+    silent = compare_to_corpus([empty(4)], corpus)
+    assert math.isnan(silent["stats"]["polyphony"]["samples"]) and not silent["stats"]["polyphony"]["in_range"]
+    assert math.isnan(silent["pitch_class_histogram"]["cosine"])
+    json.dumps(silent)
     json.dumps(c)
     table = format_comparison(c)
     assert "| polyphony | 5.500 | 1.900 | 5.500 | 9.100 | yes |" in table

@@ -115,105 +115,45 @@ def prompts(chorales):
     return [open(p, "rb").read() for p in sorted(glob.glob(f"{chorales}/*.mid"))[:4]]
 
 
-# --- without Ray ---------------------------------------------------------------------------------
+# --- without Ray (the registry and the batcher: test_registry.py, test_batching.py) ---------------
 
-def test_run_specs_ids_and_registry_lookup():
-    from musicgen.errors import DataError
-    from musicgen_serve.registry import Model, Registry, RunSpec, UnknownModel, assign_ids, parse_spec
+def test_extend_parameters_go_through_musicgens_check_and_answer_422_naming_the_field():
+    from musicgen.errors import ArgumentError
+    from musicgen_serve.app import ExtendParams, RequestError, Routes, Service, Settings
 
-    assert parse_spec("v2=s3://b/runs/x", "lstm") == RunSpec("lstm", "s3://b/runs/x", "v2")
-    assert parse_spec("s3://b/date=2024/run", "lstm").id is None  # '=' inside a path is not an id
-    assert parse_spec("/runs/a=b", "vae") == RunSpec("vae", "/runs/a=b")
-    specs = assign_ids([RunSpec("lstm", "/r/run"), RunSpec("lstm", "/s/run/"), RunSpec("vae", "/t/run", "x")])
-    assert [s.id for s in specs] == ["run", "run-2", "x"]
-    with pytest.raises(DataError, match="twice"):
-        assign_ids([RunSpec("lstm", "/a", "x"), RunSpec("vae", "/b", "x")])
-    reg = Registry([Model("a", "lstm", None, {}), Model("b", "lstm", None, {}), Model("g", "vae", None, {})])
-    assert reg.get("lstm", None).id == "a" and reg.get("lstm", "b").id == "b" and reg.get("vae", "").id == "g"
-    for bad in ("g", "../../etc/passwd", "/tmp/x", "s3://bucket/run", "A"):
-        with pytest.raises(UnknownModel):
-            reg.get("lstm", bad)
+    async def call(method, *args):
+        assert method == "describe"
+        return [{"id": "v1", "kind": "lstm", "default": True, "metrics": {}, "epochs": 1, "steps_per_beat": 4,
+                 "config": {}}]
 
-
-def extend_batch(extender, jobs, block):
-    """Continuations of ``jobs`` (ExtendJob) generated together by Extender.extend on ``block`` rows."""
-    return extender.extend([j.roll for j in jobs], [j.steps for j in jobs], [j.temperature for j in jobs],
-                           [j.seed for j in jobs], block=block)
-
-
-def test_a_job_continues_the_same_whatever_its_batch_mates():
-    """Prompts of other lengths, temperatures, step counts, and batches of 1, 3 and 17 jobs leave
-    a job's continuation bit for bit unchanged, with the block exact_block measures (for this
-    process's BLAS threads; replicas run it single-threaded)."""
-    from musicgen.config import LSTMConfig
-    from musicgen.lstm import Extender, build_model
-    from musicgen_serve.batching import BLOCKS, ExtendJob, exact_block, padded_rows
-
-    cfg = LSTMConfig(layers=2, units=64, window=16, dropout=0.0, steps_per_bar=16)
-    ext = Extender.from_training_model(cfg, build_model(cfg))
-    block = exact_block(ext, 17)
-    assert block in BLOCKS and exact_block(ext, 1) == 1
-    rng = np.random.default_rng(0)
-    rolls = [(rng.random((length, 128)) < 0.04).astype(np.float32) * 0.7 for length in (40, 7, 40, 65, 1)]
-    job = ExtendJob(rolls[0], 30, 1.3, 11)
-    alone = extend_batch(ext, [job], block)[0]
-    assert alone.shape == (30, 128) and alone.any()
-    # Unpadded (a server that never batches) it is musicgen's own Extender.extend, bit for bit.
-    assert np.array_equal(extend_batch(ext, [job], 1)[0], ext.extend(job.roll, 30, 1.3, 11))
-    mates = [ExtendJob(r, 10 + 7 * i, 0.5 + 0.4 * i, i) for i, r in enumerate(rolls[1:])]
-    assert np.array_equal(extend_batch(ext, [mates[0], job, mates[1]], block)[1], alone)
-    many = extend_batch(ext, [*(mates * 4)[:16], job], block)
-    assert np.array_equal(many[16], alone) and padded_rows(17, block) % block == 0
-    for got, m in zip(many, (mates * 4)[:16]):
-        assert got.shape == (m.steps, 128)
+    service = Service(Settings(max_steps=100), call)
+    params = ExtendParams.given({"steps": None, "temperature": 0.5, "seed": None, "model": None},
+                                {"steps": 8, "temperature": 2.0, "seed": 3, "model": None})
+    assert (params.steps, params.temperature, params.seed, params.model) == (8, 0.5, 3, None)  # the form wins
+    assert asyncio.run(service.check_extend(params)).id == "v1"
+    for bad, field in ((dict(steps=0), "steps"), (dict(temperature=float("nan")), "temperature"),
+                       (dict(temperature=0.0), "temperature")):
+        with pytest.raises(ArgumentError) as e:
+            asyncio.run(service.check_extend(ExtendParams(**bad)))
+        answer = asyncio.run(Routes(service).argument_error(None, e.value))
+        assert answer.status_code == 422 and json.loads(answer.body)["error"].startswith(f"{field}: must be ")
+    with pytest.raises(RequestError) as e:  # within musicgen's range, over this server's
+        asyncio.run(service.check_extend(ExtendParams(steps=101)))
+    assert e.value.status == 422 and str(e.value) == "steps: must be at most 100, not 101"
 
 
-@pytest.mark.parametrize("xla", [False, True])
-def test_continuous_batching_gives_each_job_its_own_continuation(xla, monkeypatch):
-    """Jobs that join a running generation at different steps, more jobs than rows (a queue), and
-    a cancelled job: every finished job is bit for bit what it gets alone on the same block; one
-    row is musicgen's own Extender.extend. With numpy's and with XLA's batched step (lstm.py)."""
-    import time
+def test_a_prompt_over_the_limit_gives_413_with_its_steps_and_the_limit():
+    from musicgen_serve.app import RequestError, Service, Settings
+    from musicgen_serve.registry import Model
 
-    from musicgen import lstm
-    from musicgen.config import LSTMConfig
-    from musicgen.lstm import Extender, build_model
-    from musicgen_serve.batching import ExtendJob, StepBatcher
-
-    if xla:
-        monkeypatch.setattr(lstm, "XLA_MIN_WEIGHTS", 0)
-
-    cfg = LSTMConfig(layers=2, units=64, window=16, dropout=0.0, steps_per_bar=16)
-    ext = Extender.from_training_model(cfg, build_model(cfg))
-    rng = np.random.default_rng(1)
-    rolls = [(rng.random((length, 128)) < 0.04).astype(np.float32) * 0.7 for length in (40, 7, 65, 1, 0)]
-    jobs = [ExtendJob(r, 10 + 23 * i, 0.5 + 0.3 * i, i) for i, r in enumerate(rolls)] * 2
-    batcher = StepBatcher(ext, 3)
-    try:
-        slow = batcher.submit(ExtendJob(rolls[0], 100_000, 1.0, 99))  # tens of seconds
-        futures = []
-        for job in jobs:  # staggered: jobs join while others are halfway
-            futures.append(batcher.submit(job))
-            time.sleep(0.002)
-        assert slow.cancel()  # as a timed-out request: its row is freed at the next step
-        results = [f.result(timeout=120) for f in futures]
-        deadline = time.monotonic() + 5
-        while batcher.running and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert batcher.running == 0, "the cancelled job still runs"
-    finally:
-        batcher.close()
-    for job, (cont, mean_rows) in zip(jobs, results):
-        assert cont.shape == (job.steps, 128) and 1 <= mean_rows <= 3
-        assert np.array_equal(cont, extend_batch(ext, [job], batcher.block)[0])
-    assert max(m for _, m in results) > 1, "the jobs never shared a step"
-    one = StepBatcher(ext, 1)
-    try:
-        assert one.block == 1
-        assert np.array_equal(one.submit(jobs[2]).result(timeout=60)[0],
-                              ext.extend(jobs[2].roll, jobs[2].steps, jobs[2].temperature, jobs[2].seed))
-    finally:
-        one.close()
+    service = Service(Settings(max_prompt_steps=4000), call=None)
+    model = Model("v1", "lstm", None, {"steps_per_beat": 4})
+    with pytest.raises(RequestError) as e:
+        service.read_prompt(long_prompt(5000), model, "long.mid")
+    assert e.value.status == 413
+    assert str(e.value) == ("midi: the prompt is 5000 steps long, more than the limit of 4000 steps (4 per beat); "
+                            "send its last 4000 steps")
+    assert len(service.read_prompt(long_prompt(4000), model, "ok.mid").roll) == 4000
 
 
 def test_time_limit_gives_503():
@@ -375,6 +315,8 @@ def test_every_bad_request_gets_a_4xx_json_error_and_the_service_stays_up(server
         assert_json_error(status, data)
         assert status == expected and headers["Content-Type"].startswith("application/json"), (name, status, data[:200])
     assert "too large" in assert_json_error(*request(server + "/v1/extend", *bad["8 MB upload"][:2])[:2])
+    too_long = assert_json_error(*request(server + "/v1/extend", *bad["prompt too long"][:2])[:2])
+    assert "5000 steps long" in too_long and "limit of 4096 steps" in too_long
     for body in (b"{not json", b'{"n": 0}', b'{"n": "x"}', b'{"seed": -3}', b'{"n": 1, "extra": 1}', b"[]",
                  b'{"model": "/etc/passwd"}', b"x" * (200 << 10)):
         status, data, _ = request(server + "/v1/generate", body, "application/json")

@@ -1,5 +1,6 @@
 """Training through Ray Train (a real local Ray), then evaluate / extend / generate on the run."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -132,3 +133,39 @@ def test_vae_trains_evaluates_and_generates(dataset, tmp_path):
     p = run_cli("generate", out, "--n", "2", "--out", tmp_path / "gen", "--seed", "1", "--png")
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(list((tmp_path / "gen").glob("*.mid"))) == 2 and (tmp_path / "gen" / "overview.png").exists()
+
+
+@pytest.mark.parametrize("cluster_cpus, gpu, per_worker", [
+    (8, False, {"CPU": 1.0}),  # room to spare: a whole CPU each
+    (2, False, {"CPU": 0.5}),  # 2 workers on 2 CPUs: one CPU is left to Ray Data, shared by both
+    (8, True, {"CPU": 1.0, "GPU": 1}),
+    (None, False, {"CPU": 1}),  # a Tune trial: the split was read before the search
+    (None, True, {"GPU": 1}),
+])
+def test_one_trainer_builder_for_training_and_tune_trials(cluster_cpus, gpu, per_worker, tmp_path):
+    from musicgen.train import loop_config, make_trainer, train_loop
+
+    cfg = preset("lstm", "tiny", **SMALL_LSTM)
+    config = loop_config("lstm", cfg, "ds", {"steps_per_epoch": 4, "val_steps": 2}, 1)
+    assert config["data"] == os.path.abspath("ds") and config["model"]["units"] == 32
+    trainer = make_trainer(config, {}, workers=2, gpu=gpu, name="checkpoints", storage_path=str(tmp_path), keep=3,
+                           max_failures=2, cluster_cpus=cluster_cpus)
+    assert trainer.train_loop_per_worker is train_loop and trainer.train_loop_config == config
+    assert trainer.scaling_config.num_workers == 2 and trainer.scaling_config._resources_per_worker_not_none == per_worker
+    run = trainer.run_config
+    assert (run.name, run.storage_path, run.failure_config.max_failures) == ("checkpoints", str(tmp_path), 2)
+    assert (run.checkpoint_config.num_to_keep, run.checkpoint_config.checkpoint_score_attribute) == (3, "val_loss")
+    no_val = make_trainer({**config, "val_steps": 0}, {}, workers=1, gpu=False, name="c", storage_path=str(tmp_path),
+                          keep=1, max_failures=0)
+    assert no_val.run_config.checkpoint_config.checkpoint_score_attribute == "loss"
+
+
+def test_the_cluster_checks_name_the_flags():
+    from musicgen.train import check_cluster
+
+    check_cluster({"CPU": 2}, 2, False)
+    check_cluster({"CPU": 1, "GPU": 2}, 2, True)
+    with pytest.raises(DataError, match="^--workers 3 is more than the cluster's 2 CPUs$"):
+        check_cluster({"CPU": 2.0}, 3, False)
+    with pytest.raises(DataError, match="^--gpu with --workers 2: the cluster has 1 GPUs$"):
+        check_cluster({"CPU": 8, "GPU": 1}, 2, True)

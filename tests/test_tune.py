@@ -188,3 +188,30 @@ def test_the_tiny_search_has_a_quick_default_budget_and_flags_override_it():
     assert make_spec("/data", 4, epochs=5)["epochs"] == 5
     paper = make_spec("/data", 4, base_preset="paper")["base"]
     assert paper["epochs"] == 50 and paper["steps_per_epoch"] is None
+
+
+def test_trials_at_once_follow_the_cluster_and_its_checks_are_training_s():
+    from musicgen.train import check_cluster
+    from musicgen_tune.search import concurrency_for
+
+    assert concurrency_for({"CPU": 8}, 2, False) == 4 and concurrency_for({"CPU": 8}, 2, False, 3) == 3
+    assert concurrency_for({"CPU": 1, "GPU": 4}, 2, True) == 2
+    for cluster, workers, gpu in (({"CPU": 2}, 3, False), ({"CPU": 8}, 1, True)):
+        with pytest.raises(DataError) as tune_error:
+            concurrency_for(cluster, workers, gpu)
+        with pytest.raises(DataError) as train_error:
+            check_cluster(cluster, workers, gpu)
+        assert str(tune_error.value) == str(train_error.value)
+
+
+def test_the_dashboard_address_is_what_ray_init_returned(monkeypatch):
+    from types import SimpleNamespace
+
+    from musicgen import runtime
+
+    monkeypatch.setattr(runtime, "_context", SimpleNamespace(dashboard_url="127.0.0.1:8265"))
+    assert runtime.dashboard_url() == "http://127.0.0.1:8265"
+    monkeypatch.setattr(runtime, "_context", SimpleNamespace(dashboard_url=""))  # started without one
+    assert runtime.dashboard_url() is None
+    monkeypatch.setattr(runtime, "_context", None)  # Ray was started elsewhere
+    assert runtime.dashboard_url() is None

@@ -83,7 +83,10 @@ def test_loss_falls_in_a_few_steps():
     model = vae.compile_model(vae.build_model(cfg), cfg)
     x = repeated(cfg, 8)
     before = model.evaluate(x, batch_size=16, verbose=0, return_dict=True)
-    hist = model.fit(x, epochs=10, batch_size=8, verbose=0)  # 40 steps
+    # 80 steps: after 40 the last epoch's loss was 0.34-0.51 x the first over seeds 0-7, too near
+    # 0.6 for training that is not bit-reproducible across machines; after 80 it is 0.17-0.24
+    # (and the evaluated loss 0.19-0.26 x, against 0.8)
+    hist = model.fit(x, epochs=20, batch_size=8, verbose=0)
     after = model.evaluate(x, batch_size=16, verbose=0, return_dict=True)
     assert set(before) >= {"loss", "reconstruction", "kl"}
     assert set(hist.history) >= {"loss", "reconstruction", "kl"}
@@ -158,7 +161,11 @@ def f1(a, b):
 
 
 def test_generate_after_training_on_patterns_is_reproducible_and_not_silent():
-    cfg = small_cfg(epochs=40, latent=2, kl_anneal_epochs=5, free_bits=0.5)
+    # Seeded TF training on CPU is not bit-reproducible across runs and machines, so the model must
+    # clear the checks below by a margin. After 40 epochs the share of prior samples matching a
+    # pattern ranged 0.22-0.53 over seeds 0-3 (against 0.25; a CI run got 0.19); after 80 it is
+    # 0.62-0.84 over seeds 0-5, with 97-100 % of samples non-silent (against 75 %).
+    cfg = small_cfg(epochs=80, latent=2, kl_anneal_epochs=5, free_bits=0.5)
     keras.utils.set_random_seed(0)
     model = vae.compile_model(vae.build_model(cfg), cfg)
     x = repeated(cfg)

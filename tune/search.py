@@ -2,12 +2,13 @@
 
 Every trial is a function trainable (:func:`_trial`) that builds the LSTM config (a preset, its
 overrides, and the trial's ``layers``, ``units``, ``learning_rate`` and ``dropout``) and trains it
-as a Ray Train ``TensorflowTrainer`` running :func:`musicgen.train.train_loop`. Ray Train's
+with the Ray Train trainer ``musicgen train`` uses (:func:`musicgen.train.make_trainer`). Ray Train's
 ``TuneReportCallback`` forwards each epoch's metrics to Tune, among them ``val_nll`` (nats per
 frame on the val split), which ``OptunaSearch`` minimises and ``ASHAScheduler`` uses to stop poor
 trials early. The trial function itself holds no CPU, its trainer's workers do (one CPU each, or
 one GPU), and as many trials run at once as the cluster holds. The train split is read once, into
-Ray's object store, and shared by all the trials.
+Ray's object store, and shared by all the trials. The CPUs of trials that ASHA stops are given
+back by :mod:`musicgen.raycompat` (a Ray issue's workaround, kept there with its version guard).
 
 What a search leaves in OUT (a folder or ``s3://...``):
 
@@ -27,7 +28,7 @@ import math
 import os
 
 from musicgen import storage
-from musicgen.errors import DataError, MusicgenError
+from musicgen.errors import DataError, MusicgenError, one_line
 
 METRIC, MODE = "val_nll", "min"
 UNITS_STEP = 128
@@ -62,7 +63,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     experiment = storage.join(out, EXPERIMENT)
     spec = _read_spec(out)
     restoring = False
-    if resume and spec is not None and _is_file(storage.join(out, BEST)):
+    if resume and spec is not None and storage.is_file(storage.join(out, BEST)):
         return json.loads(storage.read_bytes(storage.join(out, BEST)))  # finished: nothing to resume
     if resume and spec is not None:
         from ray.tune import Tuner
@@ -70,7 +71,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
         restoring = Tuner.can_restore(experiment)
         spec["data"] = data
     else:
-        if _is_file(storage.join(out, BEST)):
+        if storage.is_file(storage.join(out, BEST)):
             raise DataError(f"{out}: already holds a finished search (see best.json; choose another --out)")
         if spec is not None and not resume:
             raise DataError(f"{out}: holds an unfinished search (continue it with --resume, or choose another --out)")
@@ -80,12 +81,13 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     _check_count("--max-concurrent", max_concurrent, allow_none=True)
     manifest, steps = _plan(spec)  # the dataset is there and fits the settings
 
-    from musicgen.runtime import ensure_ray, quiet_data_context
+    from musicgen import raycompat  # before Ray starts: an unsupported Ray fails here
+    from musicgen.runtime import dashboard_url, ensure_ray, quiet_data_context
 
     ray = ensure_ray(quiet=not progress)
     quiet_data_context()
-    if os.environ.get("MUSICGEN_DASHBOARD"):
-        _print_dashboard()
+    if os.environ.get("MUSICGEN_DASHBOARD") and dashboard_url():
+        print(f"Ray dashboard: {dashboard_url()}", flush=True)
     concurrency = concurrency_for(ray.cluster_resources(), spec["workers"], spec["gpu"], max_concurrent)
     datasets = read_splits(spec["data"], manifest)
     if not restoring:
@@ -95,7 +97,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     try:
         results = tuner.fit()
     finally:
-        release_orphans(wait_s=60)  # the last stopped trial's workers, before anything else runs
+        raycompat.release_orphans(wait_s=60)  # the last stopped trial's workers, before anything else runs
     return finish(results, spec, out)
 
 
@@ -167,15 +169,10 @@ def concurrency_for(resources: dict, workers: int, gpu: bool, requested: int | N
 
     The data is read before the search (:func:`read_splits`), so trials need no CPU for Ray Data.
     """
-    if gpu:
-        fits = int(resources.get("GPU", 0)) // workers
-        if fits < 1:
-            raise DataError(f"--gpu with --workers {workers}: the cluster has {int(resources.get('GPU', 0))} GPUs")
-    else:
-        cpus = int(resources.get("CPU", 0))
-        if workers > cpus:
-            raise DataError(f"--workers {workers} is more than the cluster's {cpus} CPUs")
-        fits = cpus // workers
+    from musicgen.train import check_cluster
+
+    check_cluster(resources, workers, gpu)
+    fits = int(resources.get("GPU" if gpu else "CPU", 0)) // workers
     return min(fits, requested) if requested else fits
 
 
@@ -192,6 +189,8 @@ def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from musicgen import raycompat
 
     trial_spec = {**spec, "plan": steps, "storage": storage.join(out, TRIALS_DIR)}
     # The trial function only drives its trainer: no CPU of its own, which its trainer's workers need
@@ -211,7 +210,7 @@ def make_tuner(spec: dict, out: str, concurrency: int, restoring: bool, progress
             search_alg=OptunaSearch(seed=spec["seed"]) if searched else None,  # TPE sampler
             scheduler=ASHAScheduler(time_attr="epoch", max_t=spec["epochs"], grace_period=1, reduction_factor=2)),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if progress else 0,
-                                  callbacks=[_release_orphans_callback()()]),
+                                  callbacks=[raycompat.release_orphans_callback()]),
     )
 
 
@@ -228,129 +227,21 @@ def trial_config(spec: dict, params: dict):
 def _trial(params: dict, spec: dict, datasets: dict) -> None:
     """One trial (in a Tune actor): a Ray Train run of the LSTM, epochs reported to Tune."""
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from musicgen.config import to_dict
+    from musicgen import raycompat
     from musicgen.runtime import quiet_data_context
-    from musicgen.train import train_loop
+    from musicgen.train import loop_config, make_trainer
 
-    cfg = trial_config(spec, params)
     quiet_data_context()
-    trainer = _trainer_class(TensorflowTrainer)(
-        train_loop,
-        train_loop_config={"kind": "lstm", "model": to_dict(cfg), "seed": spec["seed"], "data": spec["data"],
-                           **spec["plan"]},
-        scaling_config=ScalingConfig(num_workers=spec["workers"], use_gpu=spec["gpu"],
-                                     resources_per_worker=None if spec["gpu"] else {"CPU": 1}),
-        datasets=datasets,
-        run_config=RunConfig(
-            # the trial id as name: a restored trial's Train run continues from its last checkpoint
-            name=ray.tune.get_context().get_trial_id(), storage_path=spec["storage"],
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_loss",
-                                               checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=2),
-            callbacks=[TuneReportCallback()]),
-    )
+    trainer = make_trainer(
+        loop_config("lstm", trial_config(spec, params), spec["data"], spec["plan"], spec["seed"]), datasets,
+        workers=spec["workers"], gpu=spec["gpu"],
+        # the trial id as name: a restored trial's Train run continues from its last checkpoint
+        name=ray.tune.get_context().get_trial_id(), storage_path=spec["storage"], keep=1, max_failures=2,
+        callbacks=[TuneReportCallback()], trainer_class=raycompat.without_pg_cleaner(TensorflowTrainer))
     trainer.fit()
-
-
-# --- stopped trials: give their workers' CPUs back ------------------------------------------------
-#
-# When ASHA stops a trial, Tune ends the trial's actor, and with it (fate-sharing) the Train
-# controller it started; the controller's placement group, which holds the trial's worker CPUs,
-# outlives it until the driver's job ends. Ray Train's own PlacementGroupCleaner (a detached actor
-# per run) frees it only where the dashboard's state API answers, and otherwise stays behind.
-# So trials run without it, and the Tune driver frees such placement groups itself.
-
-def _trainer_class(base):
-    """``base`` (a Ray Train trainer class) without the detached PlacementGroupCleaner."""
-    try:
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-    except ImportError:  # another Ray: keep its defaults
-        return base
-
-    class Trainer(base):
-        def _create_default_callbacks(self):
-            return [c for c in super()._create_default_callbacks()
-                    if not isinstance(c, PlacementGroupCleanerCallback)]
-
-    Trainer.__name__ = Trainer.__qualname__ = base.__name__
-    return Trainer
-
-
-def release_orphans(wait_s: float = 0.0) -> int:
-    """Remove this job's placement groups whose creating actor is dead; returns how many.
-
-    What Ray does for them when the job ends. With ``wait_s``, first wait (that long at most) for
-    the Train controllers still holding placement groups to end: at the end of a search, when no
-    trial runs any more.
-    """
-    import time
-
-    import ray
-
-    deadline, removed = time.monotonic() + wait_s, 0
-    while True:
-        dead, controllers = _actor_placement_groups(ray)
-        for pg in dead:
-            try:
-                ray.util.remove_placement_group(pg)
-                removed += 1
-            except Exception:  # noqa: BLE001 - gone already
-                pass
-        if not controllers or time.monotonic() >= deadline:
-            return removed
-        time.sleep(1.0)
-
-
-def _actor_placement_groups(ray):
-    """([placement groups of dead actors], [of live Train controllers]), of this job, not removed."""
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup
-
-    job = ray.get_runtime_context().get_job_id()
-    dead, controllers = [], []
-    try:
-        accessor = state._connect_and_get_accessor()
-        table = accessor.get_placement_group_table()
-    except Exception:  # noqa: BLE001 - another Ray: leave it to Ray
-        return dead, controllers
-    for raw in table:
-        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        creator = ray.ActorID(info.creator_actor_id)
-        if (info.state == gcs_pb2.PlacementGroupTableData.REMOVED or info.is_detached
-                or info.creator_job_id.hex() != job or creator.is_nil()):
-            continue
-        pg = PlacementGroup(ray.PlacementGroupID(info.placement_group_id))
-        if info.creator_actor_dead:
-            dead.append(pg)
-        else:
-            actor = accessor.get_actor_info(creator)
-            if actor and gcs_pb2.ActorTableData.FromString(actor).class_name == "TrainController":
-                controllers.append(pg)
-    return dead, controllers
-
-
-def _release_orphans_callback():
-    from ray import tune
-
-    class ReleaseOrphans(tune.Callback):
-        """Frees stopped trials' placement groups from the Tune loop (every ``every_s`` seconds)."""
-
-        def __init__(self, every_s: float = 2.0):
-            self.every_s, self.last = every_s, 0.0
-
-        def on_step_begin(self, iteration, trials, **info):
-            import time
-
-            if time.monotonic() - self.last >= self.every_s:
-                self.last = time.monotonic()
-                release_orphans()
-
-    return ReleaseOrphans
 
 
 def finish(results, spec: dict, out: str) -> dict:
@@ -363,7 +254,7 @@ def finish(results, spec: dict, out: str) -> dict:
     scored = [r for r in rows if r[METRIC] is not None]
     if not scored:
         errors = [e for e in results.errors if e]
-        reason = _one_line(errors[0]) if errors else "no trial reported val_nll"
+        reason = one_line(errors[0]) if errors else "no trial reported val_nll"
         raise MusicgenError(f"{out}: no trial finished an epoch ({reason})")
     best_row = min(scored, key=lambda r: r[METRIC])
     from musicgen.config import to_dict
@@ -410,13 +301,12 @@ def _plan(spec: dict):
     from musicgen import lstm
     from musicgen.config import from_dict
     from musicgen.dataset import read_manifest
-    from musicgen.train import plan
+    from musicgen.train import check_dataset, plan
 
     manifest = read_manifest(spec["data"])
-    counts = manifest.get("counts", {})
-    if not counts.get("train"):
-        raise DataError(f"{spec['data']}: the dataset has no train split (prepare it with a train fraction > 0)")
-    steps = plan(manifest, from_dict("lstm", spec["base"]), lstm, spec["workers"])
+    base = from_dict("lstm", spec["base"])
+    check_dataset(spec["data"], manifest, "lstm", base)
+    steps = plan(manifest, base, lstm, spec["workers"])
     if not steps["val_steps"]:
         raise DataError(f"{spec['data']}: the search scores trials on the val split, and the dataset has none "
                         "(prepare it with a val fraction > 0)")
@@ -425,11 +315,7 @@ def _plan(spec: dict):
 
 def _read_spec(out: str):
     path = storage.join(out, SPEC)
-    return json.loads(storage.read_bytes(path)) if _is_file(path) else None
-
-
-def _is_file(path: str) -> bool:
-    return storage.info(path).type.name == "File"
+    return json.loads(storage.read_bytes(path)) if storage.is_file(path) else None
 
 
 def _write_json(path: str, value) -> None:
@@ -446,11 +332,6 @@ def _write_json(path: str, value) -> None:
 
 def _abs(path: str) -> str:
     return str(path) if storage.is_s3(path) else os.path.abspath(os.path.expanduser(str(path)))
-
-
-def _one_line(e) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 # --- command line: `musicgen tune lstm ...` --------------------------------------------------------
@@ -509,13 +390,3 @@ def main(args) -> dict:
     print(f"TensorBoard: tensorboard --logdir {best['experiment']}")
     return best
 
-
-def _print_dashboard():
-    try:
-        from ray._private.worker import get_dashboard_url
-
-        url = get_dashboard_url()
-    except Exception:  # noqa: BLE001 - only a hint
-        url = None
-    if url:
-        print(f"Ray dashboard: http://{url.removeprefix('http://')}", flush=True)

@@ -1,0 +1,293 @@
+"""LSTM generation: rows (one continuation each) stepped together through one batched step.
+
+A :class:`Row` owns everything of one continuation: its prompt, fed one frame per step from a zero
+state, then its own samples; its random stream, temperature and velocity; what it has generated.
+A :class:`Batch` steps rows together (:meth:`Batch.step`: inputs, one
+:class:`~musicgen.lstm.step.StepNet` step, sampling) and admits and drops rows between steps.
+:meth:`Extender.extend` (``musicgen extend``) and Serve's continuous batcher
+(``musicgen_serve.batching``) both generate through it, so a row's continuation is made by one
+piece of code whoever schedules it.
+
+A row's result does not depend on its batch mates: its state starts at zero when it is admitted,
+it has its own random generator, and the step runs on a multiple of ``block`` rows (padded with
+silent rows). A matmul sums a row's dot products in another order for other numbers of rows, and a
+last-bit difference can flip a sampled note; :func:`exact_block` measures a block with which every
+row gets the same bits whatever the batch. ``block=1`` steps exactly the rows given.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import LSTMConfig
+from ..errors import ArgumentError
+from .model import build_step_model, features, n_features, network_input
+from .step import StepNet, zero_state
+
+MAX_STEPS = 4096  # one extend request's continuation, at most
+RANDOM_CHUNK = 64  # generation steps of random numbers drawn at once per row (same stream as one at a time)
+STEP_ROWS = 16  # the block when none is measured
+BLOCKS = (1, 2, 4, 8, 16, 32)  # candidates of exact_block
+
+
+def check_extend_args(steps, temperature) -> None:
+    """ArgumentError unless ``steps`` is an integer in 1..MAX_STEPS and ``temperature`` a number
+    in (0, 10]: the one check of ``musicgen extend``, /v1/extend and :meth:`Extender.extend`."""
+    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= MAX_STEPS):
+        raise ArgumentError("steps", steps, f"an integer from 1 to {MAX_STEPS}")
+    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and 0 < temperature <= 10):
+        raise ArgumentError("temperature", temperature, "a number in (0, 10]")
+
+
+def mean_velocity(roll) -> float:
+    """Mean velocity (0..1) of a roll's sounding cells; 80/127 for a silent roll."""
+    roll = np.asarray(roll)
+    on = roll[roll > 0]
+    return float(on.mean()) if on.size else 80 / 127
+
+
+def sample_frames(probs: np.ndarray, u: np.ndarray, temps: np.ndarray) -> np.ndarray:
+    """Binary frames (B, 128) float32: pitch j of row i sounds when ``u[i, j]`` (uniform, float64)
+    is below its probability, sharpened or flattened in logit space by temperature ``temps[i]``
+    (rows at 1.0 keep their probabilities exactly)."""
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    hot = temps != 1.0
+    if hot.any():
+        p = np.where(hot[:, None], 1 / (1 + np.exp((np.log1p(-p) - np.log(p)) / temps[:, None])), p)
+    return (u < p).astype(np.float32)
+
+
+def padded_rows(n: int, block: int = STEP_ROWS) -> int:
+    """Rows a step runs on for ``n`` rows: a positive multiple of ``block``."""
+    return max(1, -(-n // block)) * block
+
+
+class Row:
+    """One continuation: ``steps`` frames after the prompt ``roll`` (T, 128), sampled at
+    ``temperature`` from the generator of ``seed``; notes take ``velocity`` (default: the prompt's
+    mean velocity). An empty prompt is one silent frame."""
+
+    def __init__(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None):
+        frames = np.asarray(roll) > 0
+        self.prompt = frames if len(frames) else np.zeros((1, 128), bool)
+        self.steps, self.temperature = int(steps), float(temperature)
+        self.velocity = np.float32(mean_velocity(roll) if velocity is None else velocity)
+        self.rng = np.random.default_rng(int(seed))
+        self.out = np.zeros((self.steps, 128), np.float32)  # the continuation, velocities
+        self.frame = np.zeros(128, np.float32)  # the last sampled frame, the next input
+        self.k = 0  # steps this row has been through: its prompt first, then its samples
+        self.done = 0  # frames sampled
+        self.rows_seen = 0  # sum over its steps of the rows stepped with it (for the mean batch)
+        self._u = None  # the uniforms of this chunk of its steps (see uniforms)
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.steps
+
+    @property
+    def sampling(self) -> bool:
+        """Whether this step's output is its next frame: its prompt is all in and it wants more."""
+        return self.k >= len(self.prompt) - 1 and not self.finished
+
+    def input(self) -> np.ndarray:
+        return self.prompt[self.k] if self.k < len(self.prompt) else self.frame
+
+    def uniforms(self) -> np.ndarray:
+        """The uniforms of its next frame: its generator's stream, drawn in chunks."""
+        if self.done % RANDOM_CHUNK == 0:
+            self._u = self.rng.random((min(RANDOM_CHUNK, self.steps - self.done), 128))
+        return self._u[self.done % RANDOM_CHUNK]
+
+    def take(self, frame: np.ndarray) -> None:
+        self.out[self.done] = frame * self.velocity
+        self.frame, self.done = frame, self.done + 1
+
+
+class Batch:
+    """Up to ``capacity`` rows in slots, stepped together on a multiple of ``block`` rows.
+
+    ``net`` gives ``cfg``, ``zero_state(rows)`` and ``step(x, state)`` (an :class:`Extender`).
+    Rows join (:meth:`admit`) and leave (:meth:`drop`) between steps; an empty slot (None) is
+    stepped as a silent row whose results nobody reads. Steps run on the slots up to the last.
+    """
+
+    def __init__(self, net, capacity: int, block: int = 1, fixed: bool = False):
+        self.net, self.block, self.capacity = net, block, capacity
+        size = padded_rows(capacity, block)
+        self.state = net.zero_state(size)
+        self.x = np.zeros((size, n_features(net.cfg)), np.float32)
+        # ``fixed``: all the slots exist from the start, so every step runs on the same rows.
+        self.rows: list[Row | None] = [None] * capacity if fixed else []
+
+    def admit(self, row: Row, slot: int | None = None) -> None:
+        """Put ``row`` in ``slot`` (default: a new last slot), from a zero state, as when alone."""
+        if slot is None:
+            slot = len(self.rows)
+        if not 0 <= slot < self.capacity or (slot < len(self.rows) and self.rows[slot] is not None):
+            raise ValueError(f"slot {slot} of a batch of {self.capacity} is taken or out of range")
+        self.rows += [None] * (slot + 1 - len(self.rows))
+        self.rows[slot] = row
+        for s in self.state:
+            s[slot] = 0
+
+    def drop(self, slot: int) -> Row:
+        """Remove the row of ``slot``; the last slot's row moves into it (rows do not depend on
+        their place: :func:`exact_block` checks it)."""
+        row, last = self.rows[slot], len(self.rows) - 1
+        if slot != last:
+            self.rows[slot] = self.rows[last]
+            for s in self.state:
+                s[slot] = s[last]
+        self.rows.pop()
+        return row
+
+    def step(self) -> np.ndarray:
+        """One step of every slot: each row's input in, its next frame sampled if its prompt is
+        all in. Returns the probabilities of all the rows stepped (a multiple of ``block``)."""
+        rows, cfg = self.rows, self.net.cfg
+        live = [i for i, r in enumerate(rows) if r is not None]
+        m = padded_rows(len(rows), self.block)
+        x = self.x[:m]
+        x[:] = 0  # empty slots and padding: silence
+        if live:
+            x[live] = network_input(np.stack([rows[i].input() for i in live]), [rows[i].k for i in live], cfg)
+        probs, state = self.net.step(x, [s[:m] for s in self.state])
+        for s, new in zip(self.state, state):
+            s[:m] = new
+        sampling = [i for i in live if rows[i].sampling]
+        if sampling:
+            frames = sample_frames(probs[sampling], np.stack([rows[i].uniforms() for i in sampling]),
+                                   np.array([rows[i].temperature for i in sampling]))
+            for i, frame in zip(sampling, frames):
+                rows[i].take(frame)
+        for i in live:
+            rows[i].k += 1
+            rows[i].rows_seen += len(live)
+        return probs
+
+
+def exact_block(extender, max_rows: int, seed: int = 0) -> int:
+    """Smallest block of :data:`BLOCKS` with which ``extender.step`` gives a row the same bits in
+    every batch of 1..``max_rows`` rows padded to whole blocks, wherever the row sits.
+
+    The order of a BLAS kernel's sums depends on the shapes and the thread count, not on the data,
+    so random inputs show any difference (with overwhelming probability).
+    """
+    if max_rows <= 1:
+        return 1
+    rng = np.random.default_rng(seed)
+    for block in BLOCKS:
+        top = padded_rows(max_rows, block)
+        x = (rng.random((top, n_features(extender.cfg))) < 0.1).astype(np.float32)
+        state = [(rng.standard_normal(s.shape) * 0.5).astype(np.float32) for s in extender.zero_state(top)]
+        ref = extender.step(x, state)
+        flipped = extender.step(x[::-1], [s[::-1] for s in state])
+        same = all(np.array_equal(a[::-1], b) for a, b in zip([flipped[0], *flipped[1]], [ref[0], *ref[1]]))
+        for m in range(block, top, block):
+            if not same:
+                break
+            p, st = extender.step(x[:m], [s[:m] for s in state])
+            same = all(np.array_equal(a, b[:m]) for a, b in zip([p, *st], [ref[0], *ref[1]]))
+        if same:
+            return block
+    return STEP_ROWS
+
+
+class Extender:
+    """A trained LSTM ready to score and extend rolls.
+
+    ``predict_next`` runs the compiled Keras step model; generation (:meth:`extend`,
+    :meth:`prime`, a :class:`Batch`) runs :meth:`step`, the :class:`~musicgen.lstm.step.StepNet`
+    of the same weights, for priming and sampling alike, so a prompt's result depends only on the
+    prompt, its seed and the number of rows a step runs on (``block``, see the module).
+    """
+
+    def __init__(self, cfg: LSTMConfig, weights=None):
+        from ..keras import tf
+
+        self.cfg = cfg
+        self.model = build_step_model(cfg)
+        if weights is not None:
+            self.model.set_weights(weights)
+        # One compiled graph for any batch and length: eager Keras calls cost ~100x a step's maths.
+        spec = [tf.TensorSpec((None, None, n_features(cfg)), tf.float32)]
+        spec += [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)
+        self._call = tf.function(lambda x, *state: self.model([x, *state], training=False), input_signature=spec)
+        self._net = None  # the StepNet, made at the first step (scoring alone never needs it)
+
+    @classmethod
+    def from_training_model(cls, cfg: LSTMConfig, model) -> "Extender":
+        if cfg.many_to_one:
+            raise ValueError("a many-to-one (study) model predicts only after a full window; "
+                             "extend and evaluate need a many-to-many model")
+        return cls(cfg, model.get_weights())  # the same layers in the same order
+
+    def zero_state(self, batch: int = 1) -> list[np.ndarray]:
+        return zero_state(self.cfg, batch)
+
+    @property
+    def net(self) -> StepNet:
+        if self._net is None:
+            self._net = StepNet(self.cfg, self.model)
+        return self._net
+
+    def step(self, x: np.ndarray, state: list[np.ndarray]):
+        """One step for a batch: inputs (B, features) -> (probabilities (B, 128), new state)."""
+        return self.net.step(x, state)
+
+    def _run(self, x: np.ndarray, state):
+        out = self._call(np.asarray(x, np.float32), *state)
+        return out[0].numpy(), [s.numpy() for s in out[1:]]
+
+    def predict_next(self, roll: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """P(pitch sounds at t | frames < t) for t = 1..T-1 of one roll: array (T-1, 128)."""
+        frames = (np.asarray(roll) > 0).astype(np.float32)
+        state, probs = self.zero_state(), []
+        for t in range(0, len(frames) - 1, chunk):
+            x = features(frames[t:min(t + chunk, len(frames) - 1)], t, self.cfg)
+            p, state = self._run(x[None], state)
+            probs.append(p[0])
+        return np.concatenate(probs) if probs else np.zeros((0, 128), np.float32)
+
+    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1):
+        """Continue each prompt roll; returns the continuations, (steps, 128) each.
+
+        ``prompts`` is one roll or a list of rolls, generated together, one :class:`Row` each.
+        ``steps``, ``temperature`` and ``seeds`` are one value or one per prompt
+        (:func:`check_extend_args`). Pitches are sampled independently per step with probabilities
+        sharpened (temperature < 1) or flattened (> 1) in logit space. Notes take ``velocity``
+        (default: the prompt's mean velocity). The step runs on a multiple of ``block`` rows.
+        """
+        single = isinstance(prompts, np.ndarray) and prompts.ndim == 2
+        prompts = [prompts] if single else list(prompts)
+        n = len(prompts)
+        steps, temps, seeds = (np.broadcast_to(np.asarray(v), (n,)) for v in (steps, temperature, seeds))
+        for s, t in zip(steps, temps):
+            check_extend_args(s.item(), t.item())
+        rows = [Row(p, s, t, seed, velocity) for p, s, t, seed in zip(prompts, steps, temps, seeds)]
+        batch, _ = self._prime(rows, block)
+        while not all(r.finished for r in rows):
+            batch.step()
+        result = [r.out for r in rows]
+        return result[0] if single else result
+
+    def prime(self, prompts, block: int = 1):
+        """Run prompt rolls (each at least one step) together as :meth:`extend` does: (probabilities
+        of the step after each prompt, LSTM state), on a multiple of ``block`` rows."""
+        batch, probs = self._prime([Row(p, 0) for p in prompts], block)
+        m = len(probs)
+        return probs, [s[:m].copy() for s in batch.state]
+
+    def _prime(self, rows: list[Row], block: int):
+        """(:class:`Batch` of ``rows`` in slots 0..n-1 with their prompts all in, the last step's
+        probabilities). The prompts end together: each row is admitted when the longest prompt has
+        as many steps to go as it has frames, so rows sample their first frames at the same step
+        and every step runs on the same rows (a waiting row's slot is silent)."""
+        batch = Batch(self, len(rows), block, fixed=True)
+        lengths = [len(r.prompt) for r in rows]
+        longest = max(lengths)
+        for t in range(longest):
+            for i, length in enumerate(lengths):
+                if longest - length == t:
+                    batch.admit(rows[i], i)
+            probs = batch.step()
+        return batch, probs

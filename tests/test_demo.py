@@ -1,0 +1,26 @@
+"""musicgen.demo's progress lines (the demo itself runs in test_cli, as a user runs it)."""
+import time
+
+from musicgen.demo import _duration, _Steps
+
+
+def test_steps_print_start_end_and_a_heartbeat_while_a_long_step_runs(capsys, monkeypatch):
+    monkeypatch.setattr(_Steps, "HEARTBEAT_S", 0.2)
+    step = _Steps(2)
+    with step("quick"):
+        pass
+    with step("slow", heartbeat=True):
+        time.sleep(0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ["[1/2] quick", "[1/2] done in 0 s", "[2/2] slow"]
+    # about two heartbeats (0.2 s and 0.4 s); any number >= 1 on a busy machine
+    assert lines[3:-1] and all(x in ("[2/2] ... 0 s", "[2/2] ... 1 s") for x in lines[3:-1]), lines
+    assert lines[-1] in ("[2/2] done in 0 s", "[2/2] done in 1 s")
+    with step("quiet once it ended", heartbeat=True):
+        pass
+    time.sleep(0.3)
+    assert capsys.readouterr().out.splitlines() == ["[3/2] quiet once it ended", "[3/2] done in 0 s"]
+
+
+def test_duration():
+    assert [_duration(s) for s in (0.4, 59.6, 61, 3725)] == ["0 s", "1 min 0 s", "1 min 1 s", "62 min 5 s"]
