@@ -44,11 +44,19 @@ def check_extend_args(steps, temperature) -> None:
         raise DataError(f"temperature must be a number in (0, 10], not {temperature!r}")
 
 
+def grid(info: dict) -> dict:
+    """A run's time grid (from its dataset's manifest) as keyword arguments of ``read_midi`` and
+    ``roll_to_midi``: beats, or seconds for a dataset prepared with ``--steps-per-second``."""
+    if info.get("steps_per_second"):
+        return {"steps_per_beat": None, "steps_per_second": info["steps_per_second"]}
+    return {"steps_per_beat": info.get("steps_per_beat") or 4}
+
+
 def read_prompt(src, info: dict, name: str | None = None) -> Piece:
     """The prompt as a Piece on the run's grid; MidiError naming it if unusable."""
     from .errors import MidiError
 
-    piece = read_midi(src, info.get("steps_per_beat") or 4, name=name)
+    piece = read_midi(src, **grid(info), name=name)
     if not piece.roll.any():
         raise MidiError(name or src, "the prompt has no notes")
     return piece
@@ -59,6 +67,5 @@ def extend_piece(extender, info: dict, piece: Piece, steps: int, temperature: fl
     check_extend_args(steps, temperature)
     continuation = extender.extend(piece.roll, steps, temperature=temperature, seeds=seed)
     roll = np.concatenate([piece.roll, continuation])
-    midi = roll_to_midi(roll, info.get("steps_per_beat") or 4, tempos=piece.tempos,
-                        time_signatures=piece.time_signatures)
+    midi = roll_to_midi(roll, **grid(info), tempos=piece.tempos, time_signatures=piece.time_signatures)
     return roll, midi

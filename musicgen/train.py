@@ -280,7 +280,7 @@ def finish_run(kind, cfg, out, best, result, manifest, data, steps, workers) -> 
         fs.create_dir(target, recursive=True)
     pafs.copy_files(best.path, target, source_filesystem=best.filesystem, destination_filesystem=fs)
     info = {"kind": kind, "config": to_dict(cfg), "steps_per_beat": manifest.get("steps_per_beat"),
-            "width": manifest.get("width", 128), "data": data}
+            "steps_per_second": manifest.get("steps_per_second"), "width": manifest.get("width", 128), "data": data}
     storage.write_bytes(storage.join(out, MODEL_DIR, "config.json"), json.dumps(info, indent=1).encode())
     if kind == "vae":  # the decoding threshold, chosen on held-out images, travels with the model
         info["threshold"] = _vae_threshold(out, data)
