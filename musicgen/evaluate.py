@@ -20,9 +20,11 @@ def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.
     trained = Run(run)
     info = trained.info()
     manifest = read_manifest(data)
-    if manifest.get("steps_per_beat") != info.get("steps_per_beat") or manifest.get("width", 128) != info.get("width", 128):
-        raise DataError(f"{data}: its grid ({manifest.get('steps_per_beat')} steps per beat, width "
-                        f"{manifest.get('width')}) differs from the model's ({info.get('steps_per_beat')}, "
+    if manifest.get("steps_per_beat") != info.get("steps_per_beat") or manifest.get("width", 128) != info.get("width", 128) \
+            or manifest.get("steps_per_second") != info.get("steps_per_second"):
+        raise DataError(f"{data}: its grid ({manifest.get('steps_per_beat')} steps per beat, "
+                        f"{manifest.get('steps_per_second')} per second, width {manifest.get('width')}) differs "
+                        f"from the model's ({info.get('steps_per_beat')}, {info.get('steps_per_second')}, "
                         f"{info.get('width')})")
     rolls = list(load_rolls(data, split).values())
     if not rolls:

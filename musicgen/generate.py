@@ -41,10 +41,18 @@ def load_generator(run: str):
     return generator, loaded.info
 
 
+def grid(info: dict) -> dict:
+    """A run's time grid (from its dataset's manifest) as keyword arguments of ``read_midi`` and
+    ``roll_to_midi``: beats, or seconds for a dataset prepared with ``--steps-per-second``."""
+    if info.get("steps_per_second"):
+        return {"steps_per_beat": None, "steps_per_second": info["steps_per_second"]}
+    return {"steps_per_beat": info.get("steps_per_beat") or 4}
+
+
 def read_prompt(src, info: dict, name: str | None = None, max_steps: int = MAX_ROLL_STEPS) -> Piece:
     """The prompt as a Piece on the run's grid (``info``: the run's model/config.json). MidiError
     naming it if unusable; :class:`~musicgen.errors.PromptTooLong` if longer than ``max_steps``."""
-    piece = read_midi(src, info.get("steps_per_beat") or 4, max_steps=max_steps, name=name)
+    piece = read_midi(src, **grid(info), max_steps=max_steps, name=name)
     if not piece.roll.any():
         raise MidiError(name or src, "the prompt has no notes")
     return piece
@@ -61,6 +69,5 @@ def continue_piece(info: dict, piece: Piece, continuation: np.ndarray):
     """(prompt + continuation roll, the MIDI file of it, with the prompt's tempos and time
     signatures): :func:`extend_piece` once the continuation is sampled, wherever it was."""
     roll = np.concatenate([piece.roll, continuation])
-    midi = roll_to_midi(roll, info.get("steps_per_beat") or 4, tempos=piece.tempos,
-                        time_signatures=piece.time_signatures)
+    midi = roll_to_midi(roll, **grid(info), tempos=piece.tempos, time_signatures=piece.time_signatures)
     return roll, midi

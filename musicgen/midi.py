@@ -26,6 +26,12 @@ Decisions for what real files contain (each has a hand-built file in tests/test_
   struck again).
 * SMPTE time division (frames per second x ticks per frame) has no beats: time in seconds is put on
   the grid at a nominal 120 bpm (one beat = 0.5 s) and the tempo map says 120 bpm.
+* Performances (a pianist recorded on a MIDI keyboard: one nominal tempo, expressive timing) have
+  no beat grid to speak of. ``steps_per_second=N`` puts rows at N per second of real time instead:
+  a note from s0 to s1 seconds (through the file's tempo map) fills rows ``round(s0*N)`` up to
+  ``max(that + 1, round(s1*N)) - 1``. The tempo map is then spent: ``Piece.tempos`` says a
+  nominal 120 bpm, and :func:`roll_to_midi` with the same ``steps_per_second`` writes row r at r/N
+  seconds.
 * Format 0 and 1 files play their tracks together; format 2 tracks are independent sequences and
   are played one after another.
 * In the roll a re-strike at the same velocity is indistinguishable from a held note: a roll cannot
@@ -69,6 +75,7 @@ class Piece:
     tempos: list[tuple[int, float]] = field(default_factory=lambda: [(0, 120.0)])  # (row, bpm)
     time_signatures: list[tuple[int, int, int]] = field(default_factory=list)  # (row, num, den)
     notes: int = 0  # notes in the source (before merging on the grid)
+    steps_per_second: float | None = None  # set: rows are a grid in seconds (steps_per_beat is None)
 
 
 def _source_name(src, name):
@@ -274,15 +281,21 @@ def _notes(events, end, drums: bool):
 
 
 def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, sustain: bool = False,
-              max_steps: int = MAX_STEPS, name: str | None = None) -> Piece:
+              max_steps: int = MAX_STEPS, name: str | None = None,
+              steps_per_second: float | None = None, max_notes: int | None = None) -> Piece:
     """Read a MIDI file into a :class:`Piece` (roll plus tempo map). See the module docstring.
 
     ``src`` is a path, bytes, a binary file object or a ``mido.MidiFile``; ``name`` is what errors
-    call it (default: the path). Raises :class:`MidiError` naming the source for anything that is
-    not a readable MIDI file, :class:`PromptTooLong` (with the steps and the limit) for one whose
-    roll would exceed ``max_steps`` rows.
+    call it (default: the path). ``steps_per_second`` gives a grid in seconds instead of beats
+    (``steps_per_beat`` is then ignored). Raises :class:`MidiError` naming the source for anything
+    that is not a readable MIDI file or that has more than ``max_notes`` note-ons (None: no limit;
+    checked before notes are paired or drawn), :class:`PromptTooLong` (with the steps and the limit)
+    for one whose roll would exceed ``max_steps`` rows.
     """
-    if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
+    if steps_per_second is not None:
+        _check_per_second(steps_per_second)
+        steps_per_beat = None
+    elif steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
         raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
     name = _source_name(src, name)
     fast = None
@@ -300,6 +313,10 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
             raise MidiError(name, f"malformed events ({e})") from None
     if division == 0:
         raise MidiError(name, "header says 0 ticks per beat")
+    if max_notes is not None and len(events) > max_notes:  # events >= note-ons: count only then
+        ons = sum(1 for e in events if e[3] == _NOTE_ON)
+        if ons > max_notes:
+            raise MidiError(name, f"more than max_notes={max_notes} notes ({ons})")
 
     if division < 0:  # SMPTE: -frames per second in the high byte, ticks per frame in the low byte
         fps, per_frame = -(division >> 8), division & 0xFF
@@ -310,14 +327,18 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
         tempos = []
     else:
         ticks_per_beat = float(division)
-    scale = 1.0 if steps_per_beat is None else steps_per_beat / ticks_per_beat
+    if steps_per_second is not None:
+        rows, scale = _seconds_rows(tempos, ticks_per_beat, steps_per_second)
+    else:
+        scale = 1.0 if steps_per_beat is None else steps_per_beat / ticks_per_beat
+
+        def rows(ticks):
+            return np.floor(np.asarray(ticks, dtype=np.float64) * scale + 0.5).astype(np.int64)
     # A corrupt delta time can claim more ticks than int64/float64 hold: compare as Python numbers
-    # (int vs float comparison is exact) before any numpy conversion can overflow.
+    # (int vs float comparison is exact) before any numpy conversion can overflow. (``scale`` is
+    # the fewest rows a tick can be.)
     if end > (max_steps + 1) / scale:  # the rows of ``end``, exactly: ``end`` can be too large for a float
         raise PromptTooLong(name, int(int(end) * Fraction(scale) + Fraction(1, 2)), max_steps)
-
-    def rows(ticks):
-        return np.floor(np.asarray(ticks, dtype=np.float64) * scale + 0.5).astype(np.int64)
 
     notes = _notes(events, end, drums)
     n_steps = int(rows(end))
@@ -335,9 +356,37 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
             roll[r0[i]:r1[i], arr[i, 2]] = vel[i]
 
     tempo_rows = _changes([(0, SMPTE_NOMINAL_BPM if division < 0 else 120.0)],  # MIDI's default
-                          [(int(rows(t)), 60e6 / tempo) for t, tempo in tempos])
+                          [] if steps_per_second else [(int(rows(t)), 60e6 / tempo) for t, tempo in tempos])
     sig_rows = _changes([], [(int(rows(t)), n, d) for t, n, d in sigs])
-    return Piece(roll, steps_per_beat, tempo_rows, sig_rows, len(notes))
+    return Piece(roll, steps_per_beat, tempo_rows, sig_rows, len(notes), steps_per_second)
+
+
+def _check_per_second(steps_per_second) -> None:
+    if isinstance(steps_per_second, bool) or not isinstance(steps_per_second, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(steps_per_second) and steps_per_second > 0):
+        raise ValueError(f"steps_per_second must be a positive number, not {steps_per_second!r}")
+
+
+def _seconds_rows(tempos, ticks_per_beat: float, steps_per_second: float):
+    """(ticks -> rows on a grid of ``steps_per_second`` through the tempo map, the fewest rows a
+    tick can be). ``tempos`` are (tick, microseconds per beat), sorted; 120 bpm until the first."""
+    points, per_beat = [0], [500_000.0]
+    for tick, us in tempos:
+        if tick == points[-1]:
+            per_beat[-1] = float(us)  # the last change at a tick wins
+        else:
+            points.append(tick)
+            per_beat.append(float(us))
+    rate = np.array(per_beat) / (1e6 * ticks_per_beat) * steps_per_second  # rows per tick, per span
+    start = np.concatenate([[0.0], np.cumsum(np.diff(np.array(points, dtype=np.float64)) * rate[:-1])])
+    at = np.array(points, dtype=np.float64)
+
+    def rows(ticks):
+        t = np.asarray(ticks, dtype=np.float64)
+        i = np.searchsorted(at, t, side="right") - 1
+        return np.floor(start[i] + (t - at[i]) * rate[i] + 0.5).astype(np.int64)
+
+    return rows, float(rate.min())
 
 
 def _changes(first, changes):
@@ -354,7 +403,8 @@ def _changes(first, changes):
 def midi_to_roll(src, steps_per_beat: int | None = 4, **kwargs) -> np.ndarray:
     """Piano roll (T, 128) float32 in [0, 1] of a MIDI path, bytes or ``mido.MidiFile``.
 
-    Keyword arguments are those of :func:`read_midi` (``drums``, ``sustain``, ``max_steps``, ``name``).
+    Keyword arguments are those of :func:`read_midi` (``drums``, ``sustain``, ``max_steps``, ``name``,
+    ``steps_per_second``).
     """
     return read_midi(src, steps_per_beat, **kwargs).roll
 
@@ -393,22 +443,41 @@ def roll_notes(roll) -> np.ndarray:
 def roll_to_midi(roll, steps_per_beat: int | None = 4, bpm: float = 120.0, *,
                  tempos: list[tuple[int, float]] | None = None,
                  time_signatures: list[tuple[int, int, int]] | None = None,
-                 ticks_per_beat: int = 480, program: int = 0) -> mido.MidiFile:
+                 ticks_per_beat: int = 480, program: int = 0,
+                 steps_per_second: float | None = None) -> mido.MidiFile:
     """A format-0 ``mido.MidiFile`` playing ``roll`` (T, 128) on one piano channel.
 
     Row r starts at tick ``round(r * ticks_per_beat / steps_per_beat)`` (one tick per row when
     ``steps_per_beat`` is None). ``tempos`` is a tempo map of (row, bpm) pairs as in
     :class:`Piece`; without it the piece plays at ``bpm`` throughout. ``time_signatures`` are
     (row, numerator, denominator) triples. The file ends at row T, so trailing silence survives.
+    ``steps_per_second=N``: a roll on a grid in seconds; row r starts at r/N seconds, at 120 bpm
+    (``steps_per_beat``, ``bpm`` and ``tempos`` are then ignored). For a whole N, ticks_per_beat
+    becomes the smallest multiple of N/2 that is at least the one given, so that every row is a
+    whole number of ticks and the file says exactly r/N seconds; otherwise to the nearest tick.
     """
     roll = check_roll(roll)
-    if steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
+    if steps_per_second is not None:
+        _check_per_second(steps_per_second)
+        # 120 bpm (MIDI's default): a second is 2 beats, so a row is 2 * ticks_per_beat / N ticks
+        steps_per_beat, bpm, tempos = None, 120.0, None
+        if float(steps_per_second).is_integer():
+            per_row = -(-2 * ticks_per_beat // int(steps_per_second))  # whole ticks per row, >= asked
+            per_row += (per_row * int(steps_per_second)) % 2  # ticks_per_beat = N * per_row / 2 whole
+            if per_row * int(steps_per_second) // 2 <= 0x7FFF:
+                ticks_per_beat = per_row * int(steps_per_second) // 2
+    elif steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
         raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
     if not isinstance(ticks_per_beat, (int, np.integer)) or not 1 <= ticks_per_beat <= 0x7FFF:
         raise ValueError(f"ticks_per_beat must be an integer in 1..32767, not {ticks_per_beat!r}")
     if not (np.isfinite(bpm) and bpm > 0):
         raise ValueError(f"bpm must be positive, not {bpm!r}")
-    per_row = 1.0 if steps_per_beat is None else ticks_per_beat / steps_per_beat
+    if steps_per_second is not None:
+        per_row = 2.0 * ticks_per_beat / steps_per_second
+        if per_row < 1:  # two rows on one tick would merge notes
+            raise ValueError(f"steps_per_second={steps_per_second} needs ticks_per_beat >= {steps_per_second / 2:g}")
+    else:
+        per_row = 1.0 if steps_per_beat is None else ticks_per_beat / steps_per_beat
 
     def tick(row):
         return int(np.floor(row * per_row + 0.5))

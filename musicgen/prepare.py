@@ -1,17 +1,22 @@
 """MIDI folder (local or s3://) -> prepared dataset, converted in parallel on Ray Data.
 
-The driver lists the files, assigns each to a split (by piece, deterministic for a seed) and cuts
+The driver lists the files, assigns each to a split (by piece: fractions drawn with a seed, or the
+corpus's own split from its folders or a table, see musicgen.splits) and cuts
 each split into chunks of a few dozen files, one chunk per shard. Ray Data runs one task per chunk:
 it reads, converts and writes its shard (so rolls never travel through the driver, and memory
 holds one chunk per worker) and streams back one small row per file. The driver keeps the
 progress bar and writes the manifest last. A file that cannot be read or converted is listed in
-the manifest's ``skipped`` with its reason; it never ends the run.
+the manifest's ``skipped`` with its reason; it never ends the run. Nor can one stall it: a file
+whose conversion takes longer than ``file_timeout`` seconds is stopped by a watchdog and skipped.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import posixpath
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,27 +35,33 @@ class PrepareConfig:
     """How MIDI files become dataset rows (the flags of ``musicgen prepare``)."""
 
     steps_per_beat: int | None = 4  # None: one row per MIDI tick, as the study did
+    steps_per_second: float | None = None  # a grid in seconds for performances (steps_per_beat ignored)
     shape: tuple[int, int] | None = None  # resize every roll to (rows, columns), the study's arrays
     interpolation: str = "area"
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test fractions
+    split: tuple[float, float, float] | str = (0.8, 0.1, 0.1)  # train, val, test fractions, or "folders"
+    split_file: str | None = None  # a CSV/JSON table of path -> split (musicgen.splits); overrides split
     seed: int = 0
     drums: bool = False
     sustain: bool = False
     max_bytes: int = 16 << 20  # larger files are skipped unread
     max_steps: int = MAX_STEPS
+    max_notes: int | None = 500_000  # more note-ons: skipped (a generated "black MIDI", a corrupt file)
+    file_timeout: float | None = 5.0  # seconds one file's conversion may take (None: no limit)
     files_per_shard: int = 64  # also the files one Ray task converts
     overwrite: bool = False
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): three fractions >= 0 that add up to 1."""
+def parse_split(text: str) -> tuple[float, float, float] | str:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): three fractions >= 0 that add up to 1; 'folders' as is."""
+    if str(text).strip().lower() == "folders":
+        return "folders"
     try:
         parts = tuple(float(x) for x in str(text).split(","))
     except ValueError:
         parts = ()
     if len(parts) != 3 or any(not np.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
         raise DataError(f"--split must be three fractions train,val,test >= 0 adding up to 1 "
-                        f"(e.g. 0.8,0.1,0.1), not {text!r}")
+                        f"(e.g. 0.8,0.1,0.1) or 'folders', not {text!r}")
     return parts
 
 
@@ -69,17 +80,54 @@ def assign_splits(n: int, fractions, seed: int = 0) -> list[str]:
     return [str(s) for s in np.random.default_rng(seed).permutation(labels)]
 
 
+class _FileTimeout(BaseException):
+    """Raised by the watchdog inside a file's conversion. A BaseException, as KeyboardInterrupt is,
+    so that no ``except Exception`` on the way (mido's, the fast parser's) takes it for a bad file."""
+
+
+def _alarm(signum, frame):
+    raise _FileTimeout
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Raise :class:`_FileTimeout` in this thread after ``seconds`` of wall-clock time.
+
+    SIGALRM, because a thread cannot be stopped from outside in Python: the handler runs between
+    two bytecodes of whatever is converting (mido's parser, the note loop), and a numpy call in
+    progress finishes first. Two system calls per file (a few microseconds). Signals reach only the
+    main thread, where Ray runs a task; elsewhere there is no limit (``max_steps``, ``max_bytes``
+    still bound the work).
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _convert(fs, item: dict, config: PrepareConfig) -> dict:
     """One file -> a dataset row, or ``{"source", "reason"}`` saying why it was skipped."""
     source = item["source"]
     try:
         with fs.open_input_stream(item["path"]) as f:
             data = f.read()
-        piece = read_midi(data, config.steps_per_beat, drums=config.drums, sustain=config.sustain,
-                          max_steps=config.max_steps, name=source)
-        if piece.notes == 0 or not piece.roll.any():
-            return {"source": source, "reason": "empty: no notes" + (" (drums only?)" if not config.drums else "")}
-        roll = piece.roll if config.shape is None else resize(piece.roll, config.shape, config.interpolation)
+        with _time_limit(config.file_timeout):  # the reading has its own timeouts (local disk, S3's)
+            piece = read_midi(data, config.steps_per_beat, drums=config.drums, sustain=config.sustain,
+                              max_steps=config.max_steps, name=source, steps_per_second=config.steps_per_second,
+                              max_notes=config.max_notes)
+            if piece.notes == 0 or not piece.roll.any():
+                return {"source": source, "reason": "empty: no notes" + (" (drums only?)" if not config.drums else "")}
+            roll = piece.roll if config.shape is None else resize(piece.roll, config.shape, config.interpolation)
+            encoded = encode_roll(roll)
+    except _FileTimeout:
+        return {"source": source, "reason": f"conversion took longer than --file-timeout {config.file_timeout:g} s "
+                                            f"({len(data)} bytes; a pathological file?)"}
     except MidiError as e:
         return {"source": source, "reason": e.reason}
     except OSError as e:
@@ -89,7 +137,7 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
     return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
             "width": roll.shape[1], "notes": piece.notes,
             "tempo_rows": [r for r, _ in piece.tempos], "tempo_bpm": [b for _, b in piece.tempos],
-            "roll": encode_roll(roll)}
+            "roll": encoded}
 
 
 def _convert_chunk(chunk: dict, config: PrepareConfig, src: str, dest: str) -> list[dict]:
@@ -134,22 +182,43 @@ def _items(src: str, files, config: PrepareConfig):
     _, base = storage.filesystem(src)
     single = len(files) == 1 and files[0].path == base
     fs_for = storage.filesystem(src)[0]
-    labels = assign_splits(len(files), config.split, config.seed)
+    rels = [posixpath.basename(f.path) if single else posixpath.relpath(f.path, base) for f in files]
+    labels = _labels(src, rels, config)
     items, skipped, seen = [], [], set()
-    for f, split in zip(files, labels):
+    for f, rel, (split, unlisted) in zip(files, rels, labels):
         source = storage.uri(fs_for, f.path)
-        rel = posixpath.basename(f.path) if single else posixpath.relpath(f.path, base)
         piece_id = posixpath.splitext(rel)[0]
         while piece_id in seen:  # a.mid and a.midi in one folder
             piece_id += "_"
         seen.add(piece_id)
-        if f.size is not None and f.size > config.max_bytes:
+        if unlisted:
+            skipped.append({"source": source, "reason": unlisted})
+        elif f.size is not None and f.size > config.max_bytes:
             skipped.append({"source": source, "reason": f"too large: {f.size} bytes > --max-bytes {config.max_bytes}"})
         elif f.size == 0:
             skipped.append({"source": source, "reason": "empty file (0 bytes)"})
         else:
             items.append({"source": source, "path": f.path, "id": piece_id, "split": split, "size": f.size or 0})
     return items, skipped
+
+
+def split_mode(config: PrepareConfig) -> str:
+    """'file', 'folders' or 'fractions': where the splits come from."""
+    return "file" if config.split_file else "folders" if config.split == "folders" else "fractions"
+
+
+def _labels(src: str, rels: list[str], config: PrepareConfig) -> list[tuple[str | None, str | None]]:
+    """(split, None) or (None, why the file has no split) for each path relative to ``src``."""
+    from . import splits
+
+    mode = split_mode(config)
+    if mode == "file":
+        return splits.table_labels(src, config.split_file, splits.read_table(config.split_file), rels)
+    if mode == "folders":
+        labels = splits.folder_labels(rels)
+        splits.check_folders(src, labels)
+        return labels
+    return [(s, None) for s in assign_splits(len(rels), config.split, config.seed)]
 
 
 def _check_dest(dest: str, overwrite: bool) -> None:
@@ -173,8 +242,8 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
     files = storage.list_files(src, MIDI_SUFFIXES)
     if not files:
         raise DataError(f"{src}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found")
+    items, skipped = _items(src, files, config)  # first: a bad split table must not touch DEST
     _check_dest(dest, config.overwrite)
-    items, skipped = _items(src, files, config)
 
     from tqdm import tqdm
 
@@ -205,6 +274,15 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
         first = min(skipped, key=lambda s: s["source"])
         raise DataError(f"{src}: none of {len(files)} MIDI files could be converted "
                         f"(e.g. {first['source']}: {first['reason']})")
+    manifest = build_manifest(src, config, len(files), pieces, skipped, shards, midi_bytes)
+    write_manifest(dest, manifest)  # last: its presence marks the dataset complete
+    return manifest
+
+
+def build_manifest(src: str, config: PrepareConfig, files: int, pieces: list[dict], skipped: list[dict],
+                   shards: list[dict], midi_bytes: int, **extra) -> dict:
+    """The manifest of a dataset whose shards are written: the one layout every writer of datasets
+    uses (``prepare``, ``musicgen.poly``); ``extra`` keys are added at the top level."""
     totals = {s: {"pieces": 0, "steps": 0, "notes": 0} for s in SPLITS}
     for p in pieces:
         t = totals[p["split"]]
@@ -221,29 +299,32 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": src,
         "config": {**asdict(config), "shape": list(config.shape) if config.shape else None},
-        "steps_per_beat": config.steps_per_beat,
+        "split_mode": split_mode(config),
+        "steps_per_beat": None if config.steps_per_second else config.steps_per_beat,
+        "steps_per_second": config.steps_per_second,  # set: rows are 1/N s (tempo map ignored)
         "shape": list(config.shape) if config.shape else None,
         "width": width,
         "encoding": "roll: uint8 velocity 0-127, row-major (steps, width); value = velocity / 127",
-        "counts": {"files": len(files), "pieces": len(pieces), "skipped": len(skipped),
+        "counts": {"files": files, "pieces": len(pieces), "skipped": len(skipped),
                    **{s: totals[s]["pieces"] for s in SPLITS}},
         "splits": totals,
         "bytes": {"midi": midi_bytes, "dataset": shard_bytes},
         "shards": shards,
         "pieces": sorted(pieces, key=lambda p: p["id"]),
         "skipped": sorted(skipped, key=lambda s: s["source"]),
+        **extra,
     }
-    write_manifest(dest, manifest)  # last: its presence marks the dataset complete
     return manifest
 
 
 def summary(manifest: dict) -> str:
     """A few human lines about a prepared dataset."""
     c, b = manifest["counts"], manifest["bytes"]
-    grid = (f"{manifest['steps_per_beat']} steps per beat" if manifest["steps_per_beat"] else "one row per tick")
+    grid = (f"{manifest['steps_per_second']:g} steps per second" if manifest.get("steps_per_second") else
+            f"{manifest['steps_per_beat']} steps per beat" if manifest["steps_per_beat"] else "one row per tick")
     shape = f", resized to {manifest['shape'][0]}x{manifest['shape'][1]}" if manifest.get("shape") else ""
     lines = [f"{c['pieces']} pieces from {c['files']} files ({c['skipped']} skipped), {grid}{shape}",
-             "splits: " + ", ".join(f"{s} {manifest['splits'][s]['pieces']} pieces / "
+             f"splits ({manifest.get('split_mode', 'fractions')}): " + ", ".join(f"{s} {manifest['splits'][s]['pieces']} pieces / "
                                     f"{manifest['splits'][s]['steps']} steps / {manifest['splits'][s]['notes']} notes"
                                     for s in SPLITS),
              f"size: {b['dataset'] / 1e6:.2f} MB of Parquet from {b['midi'] / 1e6:.2f} MB of MIDI"]

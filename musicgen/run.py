@@ -2,7 +2,8 @@
 
 What ``musicgen train --out RUN`` leaves::
 
-    RUN/model/config.json   kind, config, steps_per_beat, width, data (and the VAE's threshold)
+    RUN/model/config.json   kind, config, steps_per_beat, width, data (and the VAE's threshold, and
+                            steps_per_second for a dataset on a grid in seconds)
     RUN/model/weights.h5    the training model's weights (model/ is a copy of the best checkpoint)
     RUN/metrics.json        kind, the best epoch's metrics, epochs, workers, data, plan, config
     RUN/history.json        every epoch's metrics, {name: [value per epoch]}
@@ -148,6 +149,8 @@ class Run:
         self._plot_losses(history, title=f"{kind} training")
         info = {"kind": kind, "config": to_dict(cfg), "steps_per_beat": manifest.get("steps_per_beat"),
                 "width": manifest.get("width", 128), "data": data}
+        if manifest.get("steps_per_second"):  # a grid in seconds (prepare --steps-per-second)
+            info["steps_per_second"] = manifest["steps_per_second"]
         if threshold is not None:
             info["threshold"] = float(threshold)
         self._write_json(f"{MODEL_DIR}/{CONFIG}", info)  # last: it marks the run finished

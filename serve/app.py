@@ -288,12 +288,13 @@ class Service:
     # --- generate ----------------------------------------------------------------------------
 
     async def generate(self, model, n: int, seed: int) -> list[tuple[np.ndarray, bytes]]:
+        from musicgen.generate import grid
         from musicgen.midi import roll_to_midi
 
         if n > self.settings.max_n:
             raise RequestError(422, f"n: must be at most {self.settings.max_n}, not {n}")
         rolls = await self._with_time_limit(self._call("generate", model.id, n, seed))
-        midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, model.steps_per_beat)) for r in rolls])
+        midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, **grid(model.info))) for r in rolls])
         return list(zip(rolls, midis))
 
     async def _with_time_limit(self, awaitable):

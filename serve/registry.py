@@ -104,7 +104,8 @@ class Model:
     @classmethod
     def described(cls, d: dict) -> "Model":
         """The model that :meth:`describe` gave ``d`` for, without its weights (what the ingress knows)."""
-        return cls(d["id"], d["kind"], None, {"steps_per_beat": d["steps_per_beat"], "config": d["config"]},
+        grid = {k: d[k] for k in ("steps_per_beat", "steps_per_second") if k in d}
+        return cls(d["id"], d["kind"], None, {**grid, "config": d["config"]},
                    {"best": d["metrics"], "epochs": d["epochs"]}, block=d.get("batch_block", 1))
 
     def describe(self) -> dict:
@@ -112,6 +113,8 @@ class Model:
         return {"id": self.id, "kind": self.kind, "default": self.default,
                 "metrics": self.metrics.get("best", {}), "epochs": self.metrics.get("epochs"),
                 "steps_per_beat": self.steps_per_beat, **({"batch_block": self.block} if self.kind == "lstm" else {}),
+                # a run on a grid in seconds (prepare --steps-per-second) says so; beat-grid runs as before
+                **({"steps_per_second": self.info["steps_per_second"]} if self.info.get("steps_per_second") else {}),
                 "config": {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}}
 
 

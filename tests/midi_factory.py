@@ -99,3 +99,34 @@ def messages(mid: mido.MidiFile, types=None) -> list[tuple[int, mido.Message]]:
             if types is None or msg.type in types:
                 out.append((now, msg))
     return out
+
+
+# --- pathological files (what a crawl like Lakh holds): raw bytes, as no sequencer would write them ---
+
+def varlen(n: int) -> bytes:
+    """MIDI's variable-length number."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def million_notes(n: int = 1_000_000) -> bytes:
+    """``n`` notes of one pitch, one tick apart, in running status (6 bytes a note: a 6 MB file)."""
+    body = b"\x00\x90\x3c\x40" + b"\x01\x3c\x00\x01\x3c\x40" * (n - 1) + b"\x01\x3c\x00"
+    return raw_midi(body + b"\x00\xff\x2f\x00")
+
+
+def far_tick(delta: int = 0x0FFFFFFF) -> bytes:
+    """One note, then an event ``delta`` ticks later (a corrupt delta time: days of silence)."""
+    return raw_midi(b"\x00\x90\x3c\x40\x60\x80\x3c\x00" + varlen(delta) + b"\xff\x01\x00\x00\xff\x2f\x00")
+
+
+def hung_note_storm(end_tick: int = 1 << 27) -> bytes:
+    """A note-on for every pitch of 15 channels, none switched off, the file ending ``end_tick``
+    ticks later (at 480 per beat and 4 steps per beat, 1 << 27 is about a million rows): each
+    note then sounds to the end, and the roll has ~2,000 notes of a million rows to fill."""
+    body = b"".join(b"\x00" + bytes([0x90 | ch, p, 64]) for ch in range(16) if ch != 9 for p in range(128))
+    return raw_midi(body + varlen(end_tick) + b"\xff\x01\x00\x00\xff\x2f\x00")

@@ -22,6 +22,8 @@ def one_line_error(p):
     (["prepare", ".", "out", "--shape", "0x128"], "--shape"),
     (["prepare", ".", "out", "--split", "0.5,0.6,0.1"], "--split"),
     (["prepare", ".", "out", "--steps-per-beat", "0"], "--steps-per-beat"),
+    (["prepare", ".", "out", "--steps-per-second", "0"], "--steps-per-second"),
+    (["prepare", ".", "out", "--split-file", "/no/such/splits.csv"], "/no/such/splits.csv"),
     (["show", "/no/such.mid", "--png", "x.png"], "/no/such.mid"),
     (["corpus", "mozart", "out"], "mozart"),
     (["frobnicate"], "frobnicate"),

