@@ -37,9 +37,9 @@ import subprocess
 import sys
 import time
 
-import psutil
+from mido.midifiles.meta import encode_variable_int
 
-from proctree import poll_tree  # benchmarks/, on the path when run as a script
+from proctree import measure  # benchmarks/, on the path when run as a script
 
 HERE = os.path.abspath(__file__)
 CORRUPT_EVERY = 33  # ~3%
@@ -121,12 +121,7 @@ def build_corpus(work: str, n: int) -> tuple[str, dict]:
 
 
 def _varlen(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
+    return bytes(encode_variable_int(n))
 
 
 def _one_track(body: bytes) -> bytes:
@@ -176,37 +171,14 @@ def pathological(kind: str) -> bytes:
 
 # --- the runs ------------------------------------------------------------------------------------
 
-def measure(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Run ``cmd``: wall seconds, peak RSS of its process tree, its stdout; prints the tree's RSS
-    by process name at its peak."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak, at_peak = 0, {}
-    for procs in poll_tree(proc, 0.2):
-        sample = {}
-        for q in procs:
-            try:
-                rss, name = q.memory_info().rss, q.name()
-            except psutil.Error:
-                continue
-            sample[name] = sample.get(name, 0) + rss
-        if sum(sample.values()) > peak:
-            peak, at_peak = sum(sample.values()), sample
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed with exit status {proc.returncode}:\n{out[-2000:]}")
-    print("    RSS at the tree's peak: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in
-                                                  sorted(at_peak.items(), key=lambda kv: -kv[1])[:6]), flush=True)
-    return wall, peak, out
-
-
 def run_musicgen(src: str, dest: str, kinds: dict, timeout: str) -> dict:
     musicgen = shutil.which("musicgen", path=os.path.dirname(sys.executable)) or "musicgen"
     n = sum(1 for d in os.scandir(src) if d.is_dir() for _ in os.scandir(d.path))
     before = _load()
-    wall, rss, _ = measure([musicgen, "prepare", src, dest, "--overwrite", "--file-timeout", timeout],
-                           {**os.environ, "RAY_ADDRESS": "local"})
+    wall, rss, _, _, by_name = measure([musicgen, "prepare", src, dest, "--overwrite", "--file-timeout", timeout],
+                                       {**os.environ, "RAY_ADDRESS": "local"})
+    print("    RSS at the tree's peak: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in
+                                                  sorted(by_name.items(), key=lambda kv: -kv[1])[:6]), flush=True)
     with open(os.path.join(dest, "manifest.json")) as f:
         m = json.load(f)
     skipped = {os.path.relpath(s["source"], src): s["reason"] for s in m["skipped"]}
@@ -226,7 +198,7 @@ def run_musicgen(src: str, dest: str, kinds: dict, timeout: str) -> dict:
 
 def run_pretty(src: str, kinds: dict, every: int) -> dict:
     before = _load()
-    wall, rss, out = measure([sys.executable, HERE, "--_child", src, str(every)], dict(os.environ))
+    wall, rss, _, out, _ = measure([sys.executable, HERE, "--_child", src, str(every)], dict(os.environ))
     r = json.loads(out.strip().splitlines()[-1])
     good = r["seconds"] - r["pathological_seconds"]
     print(f"pretty_midi, 1 process: {r['files']} files (every {every}th) in {r['seconds']:.1f} s = "

@@ -31,13 +31,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
-import psutil
 
-from proctree import poll_tree  # benchmarks/, on the path when run as a script
+from proctree import measure, poll_tree  # benchmarks/, on the path when run as a script
 
 HERE = os.path.abspath(__file__)
 
@@ -125,31 +123,6 @@ def bench_corpus(name: str, folder: str, n: int, warmup: str, work: str) -> list
             top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
             print("    RSS at the tree's peak: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in top), flush=True)
     return rows
-
-
-def measure(cmd: list[str], env: dict) -> tuple[float, int, int, str, dict]:
-    """Run ``cmd``: wall seconds, peak RSS of its process tree and of itself, its stdout, and the
-    tree's RSS by process name at its peak."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    tree_peak, driver_peak, by_name = 0, 0, {}
-    for procs in poll_tree(proc, 0.1):
-        sample = {}
-        for q in procs:
-            try:
-                rss, name = q.memory_info().rss, q.name()
-            except psutil.Error:
-                continue
-            sample[name] = sample.get(name, 0) + rss
-            if q.pid == proc.pid:
-                driver_peak = max(driver_peak, rss)
-        if sum(sample.values()) > tree_peak:
-            tree_peak, by_name = sum(sample.values()), sample
-    out, _ = proc.communicate()  # stdout is small (a summary or one JSON line), so no pipe stall
-    wall = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed with exit status {proc.returncode}:\n{out}")
-    return wall, tree_peak, driver_peak, out, by_name
 
 
 # --- the measured children (run as `prepare.py --_child ...`) ----------------------------------

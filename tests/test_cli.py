@@ -36,10 +36,12 @@ def test_help_for_every_command():
     from musicgen.cli import COMMANDS
 
     assert [c[0] for c in COMMANDS] == ["corpus", "prepare", "show", "train", "tune", "serve", "evaluate",
-                                        "extend", "generate", "demo"]
-    for cmd in [c[0] for c in COMMANDS]:
-        p = run_cli(cmd, "--help")
-        assert p.returncode == 0 and "usage: musicgen " + cmd in p.stdout and "--verbose" in p.stdout, p.stderr
+                                        "extend", "generate", "benchmark", "demo"]
+    nested = [["corpus", "bach"], ["corpus", "other"], ["corpus", "poly"], ["benchmark", "poly"]]
+    for cmd in [[c[0]] for c in COMMANDS] + nested:
+        p = run_cli(*cmd, "--help")
+        assert p.returncode == 0 and "usage: musicgen " + " ".join(cmd) in p.stdout and "--verbose" in p.stdout, \
+            p.stderr
 
 
 @pytest.mark.parametrize("args", [["-v", "corpus", "mozart", "out"], ["corpus", "mozart", "out", "--verbose"]])
