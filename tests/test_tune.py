@@ -103,9 +103,15 @@ def test_search_gives_the_cluster_back(search, ray_local):
     """Trials stopped by ASHA leave no placement group holding CPUs behind."""
     # Ray removes placement groups asynchronously: once in four CI runs one still held its CPU
     # after 30 s. A leak holds it for good, so a longer wait still catches one.
+    from musicgen.raycompat import _actor_placement_groups
+
     deadline = time.monotonic() + 90
     while ray_local.available_resources().get("CPU", 0) < ray_local.cluster_resources()["CPU"]:
-        assert time.monotonic() < deadline, ray_local.available_resources()
+        # on failure, say whose placement groups hold the CPUs: a dead actor's (a leak) or a Train
+        # controller's that is still ending (a slow machine)
+        dead, controllers = _actor_placement_groups()
+        assert time.monotonic() < deadline, (ray_local.available_resources(),
+                                             f"{len(dead)} of dead actors, {len(controllers)} of live controllers")
         time.sleep(1)
 
 
