@@ -41,9 +41,10 @@ PUBLISHED = [
      {"JSB_Chorales": 5.12, "Nottingham": 2.31, "MuseData": 6.05, "Piano_midi": 7.05}),
 ]
 
-POSITION_NOTE = ("The LSTM's bar-position input assumes a 16-step bar (4/4 at 4 steps per beat); these datasets "
-                 "have 1 (JSB) or 2 steps per beat, so the position it sees is not the bar's. A meter-aware "
-                 "position (issue 11, item 4) will replace it.")
+POSITION_NOTE = ("The LSTM's bar-position input counts bars of 16 steps from each piece's start (4/4 at 4 steps "
+                 "per beat); these datasets have 1 (JSB) or 2 steps per beat, so the position it sees is not the "
+                 "bar's. Meter-aware positions (4- and 8-step bars here) are in the library (issue 11, item 4) but "
+                 "not yet used in training.")
 
 
 def parse_datasets(text: str) -> list[str]:
@@ -72,83 +73,102 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     """Test-split scores of a trained LSTM run and of ``copy_last`` on the 88 keys, plus
     ``musicgen evaluate``'s own 128-pitch result (``evaluate_128``)."""
     from .dataset import load_rolls
-    from .evaluate import _rounded, evaluate_run
-    from .lstm import Extender
+    from .evaluate import _rounded, decider, evaluate_run
+    from .generate import load_extender
     from .metrics import CopyLast, evaluate
-    from .train import load_run
 
-    _, cfg, _, model = load_run(run)
-    extender = Extender.from_training_model(cfg, model)
+    extender, _ = load_extender(run)
+    cfg = extender.cfg
     test = list(load_rolls(data, "test").values())
     keys = [r[:, LOWEST:LOWEST + KEYS] for r in test]
     copy_last = CopyLast().fit(load_rolls(data, "train").values())
     full = evaluate_run(run, data, "test", threshold=threshold)
-    return {"model": _rounded(evaluate(on_keyboard(extender.predict_next), keys, threshold)),
+    decide = decider(extender, threshold)
+    model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide))
+    return {"head": cfg.head, "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
-                "copy_last_nll": full["copy_last"]["nll"]}}
+                "copy_last_nll": full["copy_last"]["nll"]}, "music": full["music"]}
 
 
-def run_poly(datasets, src: str, out: str, *, preset: str = "tiny", epochs: int | None = None,
+def run_poly(datasets, src: str, out: str, *, presets=("tiny",), epochs: int | None = None,
              workers: int = 1, seed: int = 0, progress: bool = True) -> dict:
-    """Benchmark each dataset: dataset under ``out/NAME/dataset``, run under ``out/NAME/run`` (a
-    finished one is reused), scores; writes ``out/poly.md`` and ``out/poly.json`` after each
-    dataset and returns the results."""
+    """Benchmark each dataset with each LSTM preset: dataset under ``out/NAME/dataset``, runs under
+    ``out/NAME/PRESET`` (a finished one is reused), scores; writes ``out/poly.md`` and
+    ``out/poly.json`` after each run and returns the results."""
     from .config import preset as make_preset
-    from .dataset import read_manifest
     from .errors import DataError
-    from .poly import mat_path, write_poly
-    from .train import train
+    from .poly import mat_path
 
     names = parse_datasets(",".join(datasets))
+    presets = list(dict.fromkeys(presets))
     if not os.path.isdir(src):
         raise DataError(f"{src}: not a folder (--from takes the folder holding the NAME.mat files)")
     for name in names:  # every file before any training: a missing one fails now, not an hour later
         mat_path(name, src)
-    cfg = make_preset("lstm", preset, epochs=epochs)
-    results = {"preset": preset, "epochs": cfg.epochs, "seed": seed, "workers": workers,
-               "datasets": _earlier(out, preset, names), "note": POSITION_NOTE}
+    cfgs = {p: make_preset("lstm", p, epochs=epochs) for p in presets}
+    results = {"presets": presets, "epochs": epochs, "seed": seed, "workers": workers,
+               "datasets": _earlier(out, names, presets), "note": POSITION_NOTE}
     for name in names:
-        data, run = os.path.join(out, name, "dataset"), os.path.join(out, name, "run")
-        start = time.perf_counter()
-        try:
-            read_manifest(data)
-        except DataError:
-            write_poly(name, data, src, overwrite=True)
-        made = time.perf_counter()
-        reused = os.path.isfile(os.path.join(run, "model", "config.json"))
-        if not reused:
-            train("lstm", data, run, cfg, workers=workers, seed=seed, progress=progress)
-        trained = time.perf_counter()
-        scores = score_run(run, data)
-        done = time.perf_counter()
-        epochs_run = json.load(open(os.path.join(run, "metrics.json"))).get("epochs")
-        results["datasets"][name] = {**scores, "epochs": epochs_run, "data": data, "run": run, "reused_run": reused,
-                                     "seconds": {"dataset": round(made - start, 1), "train": round(trained - made, 1),
-                                                 "evaluate": round(done - trained, 1), "total": round(done - start, 1)}}
-        write_table(results, out)
+        for p, cfg in cfgs.items():
+            results["datasets"].setdefault(name, {})[p] = _bench_one(name, src, out, p, cfg, workers, seed, progress)
+            write_table(results, out)
     return results
 
 
-def _earlier(out: str, preset: str, names: list[str]) -> dict:
-    """Results of other datasets from an earlier ``run_poly`` into ``out`` (same preset, run still
-    there), so that datasets benchmarked one at a time end up in one table."""
+def _bench_one(name: str, src: str, out: str, preset: str, cfg, workers: int, seed: int, progress: bool) -> dict:
+    """Make (or reuse) dataset ``name``, train (or reuse) the run of ``preset``, score it."""
+    from .dataset import read_manifest
+    from .errors import DataError
+    from .poly import write_poly
+    from .train import train
+
+    data, run = os.path.join(out, name, "dataset"), os.path.join(out, name, preset)
+    start = time.perf_counter()
     try:
-        earlier = json.load(open(os.path.join(out, "poly.json")))
+        read_manifest(data)
+    except DataError:
+        write_poly(name, data, src, overwrite=True)
+    made = time.perf_counter()
+    reused = os.path.isfile(os.path.join(run, "model", "config.json"))
+    if not reused:
+        train("lstm", data, run, cfg, workers=workers, seed=seed, progress=progress)
+    trained = time.perf_counter()
+    scores = score_run(run, data)
+    done = time.perf_counter()
+    with open(os.path.join(run, "metrics.json")) as f:
+        epochs_run = json.load(f).get("epochs")
+    return {**scores, "epochs": epochs_run, "data": data, "run": run, "reused_run": reused,
+            "seconds": {"dataset": round(made - start, 1), "train": round(trained - made, 1),
+                        "evaluate": round(done - trained, 1), "total": round(done - start, 1)}}
+
+
+def _earlier(out: str, names: list[str], presets: list[str]) -> dict:
+    """Results of other datasets or presets from an earlier ``run_poly`` into ``out`` (run still
+    there), so that datasets and presets benchmarked one at a time end up in one table."""
+    try:
+        with open(os.path.join(out, "poly.json")) as f:
+            earlier = json.load(f)
     except (OSError, ValueError):
         return {}
-    if earlier.get("preset") != preset:
-        return {}
-    return {n: r for n, r in earlier.get("datasets", {}).items()
-            if n in DATASETS and n not in names and os.path.isfile(os.path.join(r.get("run", ""), "metrics.json"))}
+    kept = {}
+    for name, runs in earlier.get("datasets", {}).items():
+        for p, r in runs.items() if name in DATASETS else ():
+            if not (name in names and p in presets) and os.path.isfile(os.path.join(r.get("run", ""), "metrics.json")):
+                kept.setdefault(name, {})[p] = r
+    return kept
+
+
+HEAD_LABEL = {"nade": "frame modelled jointly (NADE)", "factorized": "one sigmoid per pitch"}
 
 
 def markdown(results: dict) -> str:
-    """The table: test NLL (nats per frame, 88 pitches) of this run and ``copy_last`` next to the
-    published figures, then frame accuracy and times."""
-    names = [n for n in DATASETS if n in results["datasets"]] or list(DATASETS)
-    cols = [DATASETS[n].title for n in names]
+    """The table: test NLL (nats per frame, 88 pitches) of each preset's run and ``copy_last`` next
+    to the published figures, then frame accuracy, clash share and times."""
     ours = results["datasets"]
+    names = [n for n in DATASETS if n in ours] or list(DATASETS)
+    presets = list(dict.fromkeys(p for n in names for p in ours.get(n, {})))
+    cols = [DATASETS[n].title for n in names]
 
     def cell(v, fmt="{:.2f}"):
         return fmt.format(v) if v is not None else ""
@@ -156,24 +176,33 @@ def markdown(results: dict) -> str:
     lines = ["Test NLL, nats per frame (summed over the 88 pitches, averaged over frames 1..T-1 of every "
              "test sequence; lower is better).", "",
              "| model | output | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
-    label = f"musicgen LSTM `{results['preset']}` (this run)"
-    lines.append(f"| **{label}** | one sigmoid per pitch | "
-                 + " | ".join(f"**{cell(ours[n]['model']['nll'])}**" if n in ours else "" for n in names) + " |")
+    for p in presets:
+        head = next((ours[n][p].get("head") for n in names if p in ours.get(n, {})), "factorized")
+        lines.append(f"| **musicgen LSTM `{p}` (this run)** | {HEAD_LABEL.get(head, head)} | "
+                     + " | ".join(f"**{cell(ours[n][p]['model']['nll'])}**" if p in ours.get(n, {}) else ""
+                                  for n in names) + " |")
+    copy_last = {n: next(iter(ours[n].values()))["copy_last"]["nll"] for n in names if ours.get(n)}
     lines.append("| `copy_last` baseline (this run) | one Bernoulli per pitch | "
-                 + " | ".join(cell(ours[n]["copy_last"]["nll"]) if n in ours else "" for n in names) + " |")
+                 + " | ".join(cell(copy_last.get(n)) for n in names) + " |")
     for model, output, cite, figures in PUBLISHED:
         lines.append(f"| {model} ({cite}) | {output} | " + " | ".join(cell(figures.get(n)) for n in names) + " |")
-    lines += ["", "| dataset | frame accuracy: LSTM | `copy_last` | epochs | test frames | wall s (dataset / train / "
-              "evaluate) |", "|---|---:|---:|---:|---:|---|"]
+    lines += ["", "| dataset | preset | frame accuracy | `copy_last` | clash share: model / real | epochs | "
+              "test frames | wall s (dataset / train / evaluate) |", "|---|---|---:|---:|---|---:|---:|---|"]
     for n in names:
-        if n in ours:
-            r, s = ours[n], ours[n]["seconds"]
-            lines.append(f"| {DATASETS[n].title} | {r['model']['accuracy']:.3f} | {r['copy_last']['accuracy']:.3f} | "
-                         f"{r['epochs']} | {r['model']['frames']} | {s['total']:.0f} ({s['dataset']:.0f} / "
-                         f"{s['train']:.0f} / {s['evaluate']:.0f}) |")
-    lines += ["", "Frame accuracy: Bay et al.'s TP / (TP + FP + FN) with the probabilities thresholded at 0.5, "
-              "counts pooled over all test frames (the published accuracies are expectations under the model, "
-              "so they are not compared here).", "", results.get("note", POSITION_NOTE)]
+        for p, r in ours.get(n, {}).items():
+            s, m = r["seconds"], r.get("music", {})
+            clash = (f"{m['model']['clash_share']:.3f} / {m['real']['clash_share']:.3f}"
+                     if m.get("pairs") else "")
+            lines.append(f"| {DATASETS[n].title} | `{p}` | {r['model']['accuracy']:.3f} | "
+                         f"{r['copy_last']['accuracy']:.3f} | {clash} | {r['epochs']} | {r['model']['frames']} | "
+                         f"{s['total']:.0f} ({s['dataset']:.0f} / {s['train']:.0f} / {s['evaluate']:.0f}) |")
+    lines += ["", "Frame accuracy: Bay et al.'s TP / (TP + FP + FN), counts pooled over all test frames; the "
+              "factorized head's probabilities are thresholded at 0.5, the NADE head decides each frame pitch by "
+              "pitch from the lowest, each pitch on when its conditional given the decisions below reaches 0.5 "
+              "(the published accuracies are expectations under the model, so they are not compared here). "
+              "Clash share: the share of sounding frames holding two pitch classes a semitone apart, in the "
+              "continuations of held-out prompts (`musicgen evaluate`'s music section) and in the real "
+              "continuations.", "", results.get("note", POSITION_NOTE)]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .config import HEADS, PRESETS
 from .errors import MusicgenError, one_line
 
 
@@ -122,10 +123,12 @@ def cmd_train(args):
     from .train import train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
+                 "nade_units": args.nade_units, "patience": args.patience}
     if args.model == "lstm":
-        overrides.update(layers=args.layers, units=args.units, window=args.window)
-    elif any(v is not None for v in (args.layers, args.units, args.window)):
-        raise MusicgenError("--layers, --units and --window are LSTM settings")
+        overrides.update(lstm_only)
+    elif any(v is not None for v in lstm_only.values()):
+        raise MusicgenError("--layers, --units, --window, --head, --nade-units and --patience are LSTM settings")
     cfg = preset(args.model, args.preset, **overrides)
     metrics = train(args.model, args.data, args.out, cfg, workers=args.workers, gpu=args.gpu, seed=args.seed,
                     resume=args.resume)
@@ -136,7 +139,8 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from .evaluate import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run, args.data, args.split, threshold=args.threshold), indent=1))
+    print(json.dumps(evaluate_run(args.run, args.data, args.split, threshold=args.threshold, prompts=args.prompts),
+                     indent=1))
 
 
 def cmd_extend(args):
@@ -225,10 +229,19 @@ def _poly_datasets(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _lstm_presets(text: str) -> list[str]:
+    """'tiny,factorized' -> ['tiny', 'factorized']; an argparse error naming an unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in PRESETS["lstm"]] or ([] if names else [text])
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not an LSTM preset ({', '.join(PRESETS['lstm'])})")
+    return names
+
+
 def cmd_benchmark_poly(args):
     from .benchmark import run_poly
 
-    run_poly(args.datasets, args.src, args.out, preset=args.preset, epochs=args.epochs, workers=args.workers,
+    run_poly(args.datasets, args.src, args.out, presets=args.preset, epochs=args.epochs, workers=args.workers,
              seed=args.seed)
     print(open(os.path.join(args.out, "poly.md")).read(), end="")
     print(f"table: {os.path.join(args.out, 'poly.md')}, {os.path.join(args.out, 'poly.json')}")
@@ -305,13 +318,17 @@ def _train_arguments(c):
     c.add_argument("model", choices=["lstm", "vae"])
     c.add_argument("--data", required=True, help="prepared dataset (folder or s3://)")
     c.add_argument("--out", required=True, help="run folder or s3:// prefix (checkpoints, model, metrics)")
-    c.add_argument("--preset", default="tiny", choices=["tiny", "paper"], help="model size (default tiny)")
+    c.add_argument("--preset", default="tiny", choices=sorted({n for p in PRESETS.values() for n in p}),
+                   help="model preset (default tiny; LSTM: tiny (joint frame), factorized, paper)")
     c.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     c.add_argument("--batch-size", type=_positive)
     c.add_argument("--learning-rate", type=float)
     c.add_argument("--layers", type=_positive, help="LSTM layers (1-3)")
     c.add_argument("--units", type=_positive, help="LSTM units per layer")
     c.add_argument("--window", type=_positive, help="LSTM training window in steps")
+    c.add_argument("--head", choices=list(HEADS), help="LSTM output: nade (the frame jointly) or factorized")
+    c.add_argument("--nade-units", type=_positive, help="hidden units of the NADE head")
+    c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
     c.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
     c.add_argument("--gpu", action="store_true", help="one GPU per worker")
     c.add_argument("--seed", type=int, default=0)
@@ -346,6 +363,8 @@ def _evaluate_arguments(c):
     c.add_argument("--data", required=True, help="prepared dataset")
     c.add_argument("--split", default="test", choices=["train", "val", "test"])
     c.add_argument("--threshold", type=float, default=0.5, help="probability for a predicted note (default 0.5)")
+    c.add_argument("--prompts", type=int, default=32,
+                   help="held-out prompts an LSTM continues for its music section (default 32; 0: none)")
 
 
 def _extend_arguments(c):
@@ -375,7 +394,9 @@ def _benchmark_arguments(c):
                    help="comma-separated (default: all four: JSB_Chorales,Nottingham,MuseData,Piano_midi)")
     k.add_argument("--from", dest="src", default=".", metavar="DIR",
                    help="folder holding the NAME.mat files (default: the current folder)")
-    k.add_argument("--preset", default="tiny", choices=["tiny", "paper"], help="LSTM preset (default tiny)")
+    k.add_argument("--preset", type=_lstm_presets, default="tiny",
+                   help=f"LSTM presets, comma-separated: {', '.join(PRESETS['lstm'])} (default tiny; "
+                   "tiny,factorized: both heads in one table)")
     k.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     k.add_argument("--out", default="benchmark-poly", help="output folder: datasets, runs, poly.md, poly.json "
                    "(default benchmark-poly); finished runs there are reused")

@@ -8,15 +8,19 @@ Layout of a dataset folder (or ``s3://`` prefix)::
     shards/test-00000.parquet
 
 A row holds ``id``, ``source``, ``split``, ``steps`` (rows of the roll), ``width`` (128, or the
-``--shape`` width), ``notes``, the tempo map (``tempo_rows``, ``tempo_bpm``) and ``roll``: the
-velocities 0-127 as uint8 bytes, row-major. Velocities are integers, so this is lossless for rolls
+``--shape`` width), ``notes``, the tempo map (``tempo_rows``, ``tempo_bpm``), the time signatures
+(``meter_rows``, ``meter_num``, ``meter_den``: from row r on, num/den) and ``roll``: the velocities
+0-127 as uint8 bytes, row-major. Velocities are integers, so this is lossless for rolls
 on the beat grid and ~4x smaller than float32 before compression (rolls are mostly zeros, so zstd
 takes them down to a few percent of that). ``--shape`` rolls are rounded to integer velocities.
+
+Format 2 added the time signatures. A format-1 dataset (without them) still reads: its pieces
+are in 4/4, MIDI's default, as is a row whose time signatures are empty or null.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +28,9 @@ import pyarrow.parquet as pq
 
 from . import storage
 from .errors import DataError, one_line
+from .midi import bar_positions
 
-FORMAT = 1
+FORMAT = 2  # 2: rows hold time signatures (meter_*); 1 (without) still reads
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
@@ -39,6 +44,9 @@ SCHEMA = pa.schema([
     ("notes", pa.int32()),
     ("tempo_rows", pa.list_(pa.int32())),
     ("tempo_bpm", pa.list_(pa.float64())),
+    ("meter_rows", pa.list_(pa.int32())),
+    ("meter_num", pa.list_(pa.int32())),
+    ("meter_den", pa.list_(pa.int32())),
     ("roll", pa.large_binary()),
 ])
 
@@ -102,11 +110,41 @@ class Record:
     split: str
     roll: np.ndarray  # (steps, width) float32 in [0, 1]
     tempos: list[tuple[int, float]]
+    time_signatures: list[tuple[int, int, int]] = field(default_factory=list)  # (row, num, den); none: 4/4
+    steps_per_beat: int | None = 4  # the dataset's grid (None: in seconds or ticks, no beat)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Each step's position in its bar (:func:`musicgen.midi.bar_positions`)."""
+        return bar_positions(self.steps_per_beat, self.time_signatures, len(self.roll))
+
+
+def meter_columns(time_signatures) -> dict:
+    """A row's time-signature columns (:data:`SCHEMA`) of (row, num, den) triples."""
+    rows, nums, dens = zip(*time_signatures) if time_signatures else ((), (), ())
+    return {"meter_rows": list(map(int, rows)), "meter_num": list(map(int, nums)), "meter_den": list(map(int, dens))}
+
+
+def time_signatures_of(row) -> list[tuple[int, int, int]]:
+    """The (row, num, den) time signatures of a dataset row (a mapping of :data:`SCHEMA`'s
+    columns, lists or arrays): [] (4/4) where the columns are absent (a format-1 dataset) or null."""
+    rows = row.get("meter_rows")
+    if rows is None:
+        return []
+    return [(int(r), int(n), int(d)) for r, n, d in zip(rows, row["meter_num"], row["meter_den"])]
+
+
+def beat_grid(manifest: dict) -> int | None:
+    """Steps per beat of a dataset's rows, on which its time signatures lay out bars: None on a grid
+    in seconds or in ticks (no beat); a manifest without the field is on prepare's default grid."""
+    return None if manifest.get("steps_per_second") else manifest.get("steps_per_beat", 4)
 
 
 def iter_records(dataset: str, split: str | None = "train"):
     """Yield the :class:`Record` of every piece of ``split`` (all splits if None), shard by shard."""
-    for path in shard_paths(dataset, split):
+    manifest = read_manifest(dataset)
+    steps_per_beat = beat_grid(manifest)
+    for path in shard_paths(dataset, split, manifest):
         fs, inner = storage.filesystem(path)
         try:
             table = pq.read_table(inner, filesystem=fs)
@@ -115,7 +153,7 @@ def iter_records(dataset: str, split: str | None = "train"):
         for row in table.to_pylist():
             yield Record(row["id"], row["source"], row["split"],
                          decode_roll(row["roll"], row["steps"], row["width"]),
-                         list(zip(row["tempo_rows"], row["tempo_bpm"])))
+                         list(zip(row["tempo_rows"], row["tempo_bpm"])), time_signatures_of(row), steps_per_beat)
 
 
 def load_rolls(dataset: str, split: str | None = "train") -> dict[str, np.ndarray]:

@@ -1,22 +1,33 @@
 """Held-out evaluation of a trained run against baselines fitted on the train split.
 
 LSTM: next-frame ``nll`` (nats per frame), Bay et al.'s frame ``accuracy``, ``f1``, the study's
-``mae``, next to the ``copy_last`` and ``pitch_prior`` baselines. VAE: reconstruction error,
-active latent units, and statistics of prior samples next to the corpus's.
+``mae``, next to the ``copy_last`` and ``pitch_prior`` baselines; and ``music``: what a listener
+notices in seeded continuations of held-out prompts (semitone clashes, polyphony, staying in the
+prompt's key), next to the same of the real continuations. VAE: reconstruction error, active
+latent units, and statistics of prior samples next to the corpus's.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .dataset import load_rolls, read_manifest
-from .errors import DataError
-from .metrics import CopyLast, PitchPrior, compare_to_corpus, evaluate, sample_stats
+from .errors import ArgumentError, DataError
+from .metrics import CopyLast, PitchPrior, compare_to_corpus, continuation_stats, evaluate, sample_stats
 from .run import Run
+
+#: Prompt and continuation of the ``music`` section: 4 bars of 4/4 each (16 beats).
+MUSIC_BEATS = 16
+#: Beats per second of a grid in seconds (prepare --steps-per-second): its nominal 120 bpm.
+NOMINAL_BEATS_PER_SECOND = 2.0
 
 
 def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.5, samples: int = 32,
-                 seed: int = 0) -> dict:
-    """Evaluate ``run`` on ``split`` of dataset ``data``; a JSON-ready dict."""
+                 seed: int = 0, prompts: int = 32) -> dict:
+    """Evaluate ``run`` on ``split`` of dataset ``data``; a JSON-ready dict. An LSTM continues up to
+    ``prompts`` held-out prompts for its ``music`` section (:func:`music`); a VAE draws ``samples``
+    prior samples with ``seed``."""
+    if isinstance(prompts, bool) or not isinstance(prompts, (int, np.integer)) or prompts < 0:
+        raise ArgumentError("prompts", prompts, "a whole number >= 0")
     trained = Run(run)
     info = trained.info()
     manifest = read_manifest(data)
@@ -32,7 +43,7 @@ def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.
     kind, cfg, _, model = trained.load()  # after the checks: a bad dataset fails before the weights load
     result = {"kind": kind, "run": run, "data": data, "split": split, "pieces": len(rolls)}
     if kind == "lstm":
-        result.update(_lstm(cfg, model, data, info, rolls, threshold))
+        result.update(_lstm(cfg, model, data, info, rolls, threshold, prompts))
     else:
         result.update(_vae(cfg, model, info, rolls, samples, seed))
     return result
@@ -48,17 +59,57 @@ def baselines(train_data: str, rolls, threshold: float = 0.5) -> dict:
             "pitch_prior": _rounded(evaluate(PitchPrior().fit(train).predict, rolls, threshold))}
 
 
-def _lstm(cfg, model, data, info, rolls, threshold) -> dict:
+def _lstm(cfg, model, data, info, rolls, threshold, prompts) -> dict:
+    from .generate import bar_grid
     from .lstm import Extender
 
-    extender = Extender.from_training_model(cfg, model)
-    scores = _rounded(evaluate(extender.predict_next, rolls, threshold))
+    extender = Extender.from_training_model(cfg, model, **bar_grid(info))
+    scores = _rounded(evaluate(extender.predict_next, rolls, threshold, decide_fn=decider(extender, threshold)))
     # A test-only dataset (other music, --split 0,0,1) has no train split: the baselines then learn
     # from what the model learned from.
     has_train = read_manifest(data).get("counts", {}).get("train", 0) > 0
     out = {**scores, "threshold": threshold, **baselines(data if has_train else info["data"], rolls, threshold)}
     out["nll_vs_copy_last"] = round(scores["nll"] / out["copy_last"]["nll"], 4)
+    out["music"] = music(extender, rolls, music_steps(info), prompts)
     return out
+
+
+def decider(extender, threshold: float):
+    """The frames an LSTM predicts (``Extender.predict_frames``: the NADE head decides a frame
+    pitch by pitch), or None for the factorized head, whose probabilities are thresholded."""
+    if extender.cfg.head == "factorized":
+        return None
+    return lambda roll: extender.predict_frames(roll, threshold)
+
+
+def music_steps(info: dict) -> int:
+    """Steps of :data:`MUSIC_BEATS` beats on a run's grid (``info`` of :meth:`Run.info`): 64 at 4
+    steps per beat, 16 on JSB Chorales' quarter-note grid; on a grid in seconds, at its nominal tempo."""
+    per_beat = info.get("steps_per_beat") or info["steps_per_second"] / NOMINAL_BEATS_PER_SECOND
+    return max(1, round(MUSIC_BEATS * per_beat))
+
+
+def held_out_pairs(rolls, steps: int, prompts: int | None = None) -> tuple[list, list]:
+    """(prompts, real continuations) of the first ``prompts`` (None: all) of ``rolls`` that are at
+    least ``2 * steps`` long: each piece's first ``steps`` frames and the ``steps`` that follow."""
+    pieces = [r for r in rolls if len(r) >= 2 * steps][:prompts]
+    return [r[:steps] for r in pieces], [r[steps:2 * steps] for r in pieces]
+
+
+def music(extender, rolls, steps: int, prompts: int = 32) -> dict:
+    """Continuations of held-out prompts next to the real ones (:func:`continuation_stats`).
+
+    The first ``prompts`` of ``rolls`` (in order) at least ``2 * steps`` long each give a prompt,
+    their first ``steps`` frames, and a real continuation, the ``steps`` frames that follow
+    (:func:`held_out_pairs`); ``extender`` continues the prompts together by ``steps`` at
+    temperature 1 with seeds 0, 1, ... (the same result on every call). With no piece long enough,
+    ``pairs`` is 0 and every statistic NaN. Returns ``prompt_steps``, ``continuation_steps``,
+    ``temperature`` and the statistics.
+    """
+    heads, truths = held_out_pairs(rolls, steps, prompts)
+    made = extender.extend(heads, steps, temperature=1.0, seeds=list(range(len(heads)))) if heads else []
+    return {"prompt_steps": steps, "continuation_steps": steps, "temperature": 1.0,
+            **_rounded(continuation_stats(heads, made, truths))}
 
 
 def _vae(cfg, model, info, rolls, samples, seed) -> dict:

@@ -14,8 +14,14 @@ from .midi import MAX_STEPS as MAX_ROLL_STEPS
 from .midi import Piece, read_midi, roll_to_midi
 
 
+#: ``bar_positions`` in a run's model/config.json: its LSTM was trained on each piece's own bar
+#: positions (its time signatures on the grid). A run without it was trained on steps counted from
+#: each piece's start (bars of ``steps_per_bar``, whatever the meter) and is extended so.
+METER_POSITIONS = "meter"
+
+
 def load_extender(run: str):
-    """(Extender, run info) of a trained LSTM run."""
+    """(Extender, run info) of a trained LSTM run, placing steps in bars as it was trained (:func:`bar_grid`)."""
     from .lstm import Extender
     from .run import Run
 
@@ -23,7 +29,7 @@ def load_extender(run: str):
     if trained.kind != "lstm":  # before the weights: a wrong kind fails fast
         raise DataError(f"{run}: a {trained.kind} run cannot extend a prompt (train an lstm)")
     loaded = trained.load()
-    return Extender.from_training_model(loaded.cfg, loaded.model), loaded.info
+    return Extender.from_training_model(loaded.cfg, loaded.model, **bar_grid(loaded.info)), loaded.info
 
 
 def load_generator(run: str):
@@ -49,9 +55,17 @@ def grid(info: dict) -> dict:
     return {"steps_per_beat": info.get("steps_per_beat") or 4}
 
 
+def bar_grid(info: dict) -> dict:
+    """How a run's LSTM places steps in their bars, as keyword arguments of ``Extender``: the run's
+    ``steps_per_beat`` (None on a grid in seconds: no beat) and ``meter``, whether a piece's time
+    signatures count (:data:`METER_POSITIONS`; an older run's output stays what it was)."""
+    return {"steps_per_beat": grid(info)["steps_per_beat"], "meter": info.get("bar_positions") == METER_POSITIONS}
+
+
 def read_prompt(src, info: dict, name: str | None = None, max_steps: int = MAX_ROLL_STEPS) -> Piece:
-    """The prompt as a Piece on the run's grid (``info``: the run's model/config.json). MidiError
-    naming it if unusable; :class:`~musicgen.errors.PromptTooLong` if longer than ``max_steps``."""
+    """The prompt as a Piece on the run's grid (``info``: the run's model/config.json), with its
+    tempo map and time signatures (its meter, which the continuation keeps). MidiError naming it if
+    unusable; :class:`~musicgen.errors.PromptTooLong` if longer than ``max_steps``."""
     piece = read_midi(src, **grid(info), max_steps=max_steps, name=name)
     if not piece.roll.any():
         raise MidiError(name or src, "the prompt has no notes")
@@ -59,9 +73,11 @@ def read_prompt(src, info: dict, name: str | None = None, max_steps: int = MAX_R
 
 
 def extend_piece(extender, info: dict, piece: Piece, steps: int, temperature: float = 1.0, seed: int = 0):
-    """(prompt + continuation roll, the MIDI file of it)."""
+    """(prompt + continuation roll, the MIDI file of it). The continuation goes on in the prompt's
+    meter: its last time signature (4/4 if it has none)."""
     check_extend_args(steps, temperature)
-    continuation = extender.extend(piece.roll, steps, temperature=temperature, seeds=seed)
+    continuation = extender.extend(piece.roll, steps, temperature=temperature, seeds=seed,
+                                   time_signatures=piece.time_signatures)
     return continue_piece(info, piece, continuation)
 
 

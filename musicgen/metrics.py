@@ -61,12 +61,14 @@ class FrameScores:
         self.abs_err_sum = 0.0  # sum of |p - y| over cells
         self.cells = 0
 
-    def add(self, probs: np.ndarray, targets: np.ndarray) -> "FrameScores":
+    def add(self, probs: np.ndarray, targets: np.ndarray, predicted: np.ndarray | None = None) -> "FrameScores":
         """Add frames: ``probs`` (N, 128) in [0, 1], ``targets`` (N, 128), binary (``> 0`` = on).
 
         Per frame the NLL is the sum over pitches of the Bernoulli cross-entropy
         ``-[y log p + (1 - y) log(1 - p)]`` in nats, with p clipped to [1e-7, 1 - 1e-7]. A pitch
-        is predicted on when ``p >= threshold``. Returns self.
+        is predicted on when ``p >= threshold``, or where ``predicted`` (N, 128) is on if given
+        (a model whose ``probs`` are conditionals on the target frame's other notes, like the
+        NADE head's, decides a frame otherwise). Returns self.
         """
         p = _roll(probs, "probs").astype(np.float64)
         y = binarize(_roll(targets, "targets"))
@@ -77,7 +79,7 @@ class FrameScores:
         pc = np.clip(p, EPS, 1.0 - EPS)
         self.nll_sum += float(-np.log(np.where(y, pc, 1.0 - pc)).sum())
         self.frames += p.shape[0]
-        on = p >= self.threshold
+        on = p >= self.threshold if predicted is None else binarize(_roll(predicted, "predicted"))
         self.tp += int(np.count_nonzero(on & y))
         self.fp += int(np.count_nonzero(on & ~y))
         self.fn += int(np.count_nonzero(~on & y))
@@ -125,11 +127,15 @@ class FrameScores:
 
 
 def evaluate(predict_fn: Callable[[np.ndarray], np.ndarray], rolls: Iterable[np.ndarray],
-             threshold: float = 0.5) -> dict:
+             threshold: float = 0.5, decide_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Score a next-frame predictor over pieces; returns :meth:`FrameScores.result`.
 
     ``predict_fn(roll)`` must return probabilities (T - 1, 128) for frames 1..T-1 of a (T, 128)
-    roll, each computed from earlier frames only; the targets are ``binarize(roll[1:])``.
+    roll, each computed from earlier frames only (for a joint model: each pitch's conditional
+    given the earlier frames and the target frame's pitches before it, whose cross-entropy is the
+    frame's exact NLL); the targets are ``binarize(roll[1:])``. ``decide_fn(roll)``, if given,
+    returns the predicted frames (T - 1, 128) that accuracy, precision, recall and F1 count;
+    otherwise a pitch is predicted where its probability reaches ``threshold``.
     Pieces shorter than 2 frames have nothing to predict and are skipped.
     """
     scores = FrameScores(threshold)
@@ -141,7 +147,7 @@ def evaluate(predict_fn: Callable[[np.ndarray], np.ndarray], rolls: Iterable[np.
         if probs.shape != (roll.shape[0] - 1, roll.shape[1]):
             raise ValueError(f"predictor returned shape {probs.shape} for a roll of shape {roll.shape}; "
                              f"expected {(roll.shape[0] - 1, roll.shape[1])}")
-        scores.add(probs, roll[1:])
+        scores.add(probs, roll[1:], None if decide_fn is None else decide_fn(roll))
     return scores.result()
 
 
@@ -487,3 +493,88 @@ def active_units(z_mean: np.ndarray, threshold: float = 0.01) -> int:
     if z.shape[0] == 0:
         return 0
     return int(np.count_nonzero(z.var(axis=0) > threshold))
+
+
+# --------------------------------------------------------------------------------------------
+# Continuations: what a listener notices, next to the real music
+# --------------------------------------------------------------------------------------------
+def _pitch_classes(roll: np.ndarray) -> np.ndarray:
+    """Which pitch classes sound in each frame: bool (T, 12), column c = classes of columns ``c mod 12``
+    (0 = C), as in :func:`pitch_class_histogram`."""
+    b = binarize(_roll(roll))
+    out = np.zeros((b.shape[0], 12), bool)
+    for c in range(min(12, b.shape[1])):
+        out[:, c] = b[:, c::12].any(1)
+    return out
+
+
+def _clash_counts(roll: np.ndarray) -> tuple[int, int]:
+    """(frames holding a semitone clash, sounding frames) of one roll; see :func:`clash_share`."""
+    pcs = _pitch_classes(roll)
+    clashing = (pcs & np.roll(pcs, -1, axis=1)).any(1)  # classes p and p + 1 (mod 12) together
+    return int(np.count_nonzero(clashing)), int(np.count_nonzero(pcs.any(1)))
+
+
+def clash_share(roll: np.ndarray) -> float:
+    """The share of sounding frames that hold a semitone clash; NaN if no frame sounds.
+
+    A frame *sounds* when at least one pitch sounds in it. It holds a *clash* when two of its pitch
+    classes are a semitone apart: classes p and (p + 1) mod 12 both sound, for some p (pitch class
+    = MIDI pitch mod 12). Octaves do not matter: C4 with C#4, with C#6 or with B5 all clash (a minor
+    second, minor ninth or major seventh between the notes), and so does a major seventh chord
+    (C E G B); a C major triad, a dominant seventh chord (G B D F) and a single pitch do not. The
+    share is (frames with a clash) / (sounding frames), in [0, 1]. Sampling the pitches of a frame
+    independently tends to mix the notes of two neighbouring chords, which shows here first.
+    """
+    clashing, sounding = _clash_counts(roll)
+    return _ratio(clashing, sounding)
+
+
+def _nanmean(values) -> float:
+    """Mean of the values that are defined (not NaN); NaN if none is."""
+    v = np.asarray(list(values), np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else math.nan
+
+
+def _continuation_side(prompts: list[np.ndarray], continuations: list[np.ndarray]) -> dict:
+    """:func:`continuation_stats` of one side (the model's or the real continuations)."""
+    counts = np.array([_clash_counts(c) for c in continuations], np.int64).reshape(-1, 2).sum(0)
+    pooled = sample_stats(continuations)
+    return {"clash_share": _ratio(counts[0], counts[1]),
+            "polyphony": pooled["polyphony"],
+            "silence_fraction": pooled["silence_fraction"],
+            "notes_per_step": pooled["notes_per_step"],
+            "prompt_similarity": _nanmean(pitch_class_similarity(p, c) for p, c in zip(prompts, continuations)),
+            "change_rate": _nanmean(change_rate(p, c) for p, c in zip(prompts, continuations)),
+            "frames": int(pooled["steps"]), "sounding_frames": int(counts[1])}
+
+
+def continuation_stats(prompts, continuations, truths) -> dict:
+    """What a listener notices in continuations of prompts, next to the same of the real music.
+
+    ``prompts[i]`` is a prompt roll, ``continuations[i]`` the model's continuation of it and
+    ``truths[i]`` the frames that really follow the prompt in its piece (held-out music). For each
+    side, ``model`` and ``real``:
+
+    - ``clash_share``: :func:`clash_share` pooled over the frames of all continuations (sounding
+      frames with a semitone clash / sounding frames);
+    - ``polyphony``: pitches sounding per sounding frame, pooled (muspy's ``polyphony``, as in
+      :func:`sample_stats`); ``silence_fraction`` and ``notes_per_step``, pooled likewise (a side
+      that falls silent has few clashes for the wrong reason);
+    - ``prompt_similarity``: mean over pairs of :func:`pitch_class_similarity` of continuation and
+      prompt (does it stay in the prompt's key?); ``change_rate``: mean over pairs of
+      :func:`change_rate` (does it move, or hold one chord?); both skip undefined (NaN) pairs;
+    - ``frames``, ``sounding_frames``: what the pooled shares count.
+
+    And ``clash_ratio``: the model's clash share / the real one (1.0: as many clashes as the music;
+    NaN when the real music has none or no sounding frame), and ``pairs``. NaN where undefined.
+    """
+    prompts, continuations, truths = ([_roll(r, name) for r in rolls] for rolls, name in
+                                      ((prompts, "prompt"), (continuations, "continuation"), (truths, "truth")))
+    if not len(prompts) == len(continuations) == len(truths):
+        raise ValueError(f"{len(prompts)} prompts, {len(continuations)} continuations and {len(truths)} truths: "
+                         "one of each per pair")
+    model, real = _continuation_side(prompts, continuations), _continuation_side(prompts, truths)
+    return {"pairs": len(prompts), "model": model, "real": real,
+            "clash_ratio": _ratio(model["clash_share"], real["clash_share"])}

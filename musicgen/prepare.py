@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import __version__, storage
-from .dataset import FORMAT, MANIFEST, SHARD_DIR, SPLITS, encode_roll, write_manifest, write_shard
+from .dataset import FORMAT, MANIFEST, SHARD_DIR, SPLITS, encode_roll, meter_columns, write_manifest, write_shard
 from .errors import DataError, MidiError, one_line
 from .midi import MAX_STEPS, read_midi
 from .roll import resize
@@ -137,7 +137,7 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
     return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
             "width": roll.shape[1], "notes": piece.notes,
             "tempo_rows": [r for r, _ in piece.tempos], "tempo_bpm": [b for _, b in piece.tempos],
-            "roll": encoded}
+            **meter_columns(piece.time_signatures), "roll": encoded}
 
 
 def _convert_chunk(chunk: dict, config: PrepareConfig, src: str, dest: str) -> list[dict]:

@@ -183,11 +183,12 @@ class Models:
         return [asyncio.wrap_future(self.batchers[model.id].submit(job)) for model, job in items]
 
     async def extend(self, model_id: str, roll: np.ndarray, steps: int, temperature: float,
-                     seed: int) -> tuple[np.ndarray, float]:
-        """(continuation (steps, 128), mean rows per step it was generated with); cancelling the
-        call (the caller's time limit) drops the job from the batch."""
+                     seed: int, time_signatures=None) -> tuple[np.ndarray, float]:
+        """(continuation (steps, 128) in the meter of the prompt's ``time_signatures``, mean rows
+        per step it was generated with); cancelling the call (the caller's time limit) drops the
+        job from the batch."""
         model = self.registry.get("lstm", model_id)
-        future = await self._admit((model, ExtendJob(roll, steps, temperature, seed)))
+        future = await self._admit((model, ExtendJob(roll, steps, temperature, seed, time_signatures)))
         return await future
 
     async def generate(self, model_id: str, n: int, seed: int) -> list[np.ndarray]:
@@ -276,7 +277,8 @@ class Service:
         """(prompt + continuation roll, MIDI bytes, mean rows per step it was generated with): the
         models deployment samples the continuation, musicgen writes the MIDI file as for the CLI."""
         cont, batch = await self._with_time_limit(
-            self._call("extend", model.id, piece.roll, params.steps, params.temperature, params.seed))
+            self._call("extend", model.id, piece.roll, params.steps, params.temperature, params.seed,
+                       piece.time_signatures))
 
         def write():  # tens of ms of mido for a long piece: off the event loop
             roll, mid = generate.continue_piece(model.info, piece, cont)

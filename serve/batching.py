@@ -43,12 +43,14 @@ __all__ = ["BLOCKS", "STEP_ROWS", "ExtendJob", "StepBatcher", "exact_block", "pa
 
 @dataclass
 class ExtendJob:
-    """One request: a prompt roll (T, 128), the steps to add, temperature and seed."""
+    """One request: a prompt roll (T, 128), the steps to add, temperature, seed, and the prompt's
+    time signatures ((row, num, den); None: 4/4), whose meter the continuation keeps."""
 
     roll: np.ndarray
     steps: int
     temperature: float = 1.0
     seed: int = 0
+    time_signatures: list | None = None
 
 
 class StepBatcher:
@@ -73,7 +75,8 @@ class StepBatcher:
 
     def submit(self, job: ExtendJob) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
-        row = Row(job.roll, job.steps, job.temperature, job.seed)  # made here, in the caller's thread
+        row = self.extender.row(job.roll, job.steps, job.temperature, job.seed,  # in the caller's thread
+                                time_signatures=job.time_signatures)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batcher is closed")

@@ -127,3 +127,11 @@ def hung_note_storm(end_tick: int = 1 << 27) -> bytes:
     note then sounds to the end, and the roll has ~2,000 notes of a million rows to fill."""
     body = b"".join(b"\x00" + bytes([0x90 | ch, p, 64]) for ch in range(16) if ch != 9 for p in range(128))
     return raw_midi(body + varlen(end_tick) + b"\xff\x01\x00\x00\xff\x2f\x00")
+
+
+def in_meter(signatures, beats: int, ticks_per_beat: int = 480) -> bytes:
+    """A file in the given meter: ``signatures`` are (beat, numerator, denominator) time
+    signatures, in quarter notes from the start; a C4 sounds on every beat for ``beats`` beats."""
+    sigs = [(round(b * ticks_per_beat), timesig(n, d)) for b, n, d in signatures]
+    notes = [e for b in range(beats) for e in ((b * ticks_per_beat, on(60)), ((b + 1) * ticks_per_beat - 1, off(60)))]
+    return make_midi([sigs + notes], ticks_per_beat)

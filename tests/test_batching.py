@@ -96,6 +96,22 @@ def test_continuous_batching_gives_each_job_its_own_continuation(xla, monkeypatc
         one.close()
 
 
+def test_a_served_job_continues_its_prompts_meter():
+    """The prompt's time signatures ride with the job: the batcher's row is Extender.extend's in
+    that meter (3/4 here), not the 4/4 one."""
+    from musicgen_serve.batching import ExtendJob, StepBatcher
+
+    ext = extender()
+    roll = random_rolls(2, (30,))[0]
+    batcher = StepBatcher(ext, 1)
+    try:
+        served = batcher.submit(ExtendJob(roll, 40, 1.0, 3, [(0, 3, 4)])).result(timeout=60)[0]
+    finally:
+        batcher.close()
+    assert np.array_equal(served, ext.extend(roll, 40, 1.0, 3, time_signatures=[(0, 3, 4)]))
+    assert not np.array_equal(served, ext.extend(roll, 40, 1.0, 3))
+
+
 def test_engine_rows_joining_and_leaving_midway_come_out_as_alone():
     """The schedule the batcher makes, stepped by hand (no thread, so the same every run): rows
     admitted at other steps, a row dropped halfway (a cancelled request) whose slot the last row

@@ -85,3 +85,27 @@ def test_a_broken_shard_is_a_one_line_data_error_naming_it(tmp_path):
     with pytest.raises(DataError, match="unreadable shard") as e:
         list(dataset.iter_records(dest, "test"))
     assert str(e.value).startswith(str(shard)) and "\n" not in str(e.value)
+
+
+def test_time_signatures_are_stored_and_old_datasets_read_in_four_four(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dest = str(tmp_path / "ds")
+    waltz = {**row("waltz", "train", roll(20, 60)), **dataset.meter_columns([(0, 3, 4), (12, 2, 4)])}
+    shards = [dataset.write_shard(dest, "shards/train-00000.parquet", [waltz, row("null", "train", roll(3, 62))])]
+    # a format-1 shard, written before the time-signature columns existed
+    old_schema = pa.schema([f for f in dataset.SCHEMA if not f.name.startswith("meter_")])
+    old_table = pa.Table.from_pylist([row("old", "train", roll(18, 64))], schema=old_schema)
+    pq.write_table(old_table, f"{dest}/shards/train-00001.parquet")
+    shards.append({"path": "shards/train-00001.parquet", "split": "train", "pieces": 1, "bytes": 0})
+    manifest = {"format": dataset.FORMAT, "steps_per_beat": 4, "pieces": [], "shards": shards}
+    dataset.write_manifest(dest, manifest)
+    got = {r.id: r for r in dataset.iter_records(dest)}
+    assert got["waltz"].time_signatures == [(0, 3, 4), (12, 2, 4)]
+    np.testing.assert_array_equal(got["waltz"].positions, [*range(12), *range(8)])  # bars of 12 steps, then 8
+    assert got["null"].time_signatures == got["old"].time_signatures == []  # MIDI's default: 4/4
+    np.testing.assert_array_equal(got["old"].positions, np.arange(18) % 16)
+    # On a grid in seconds there are no beats, so no bar positions.
+    dataset.write_manifest(dest, {**manifest, "steps_per_beat": None, "steps_per_second": 50})
+    assert all((r.positions == -1).all() for r in dataset.iter_records(dest))

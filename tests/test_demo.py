@@ -24,3 +24,14 @@ def test_steps_print_start_end_and_a_heartbeat_while_a_long_step_runs(capsys, mo
 
 def test_duration():
     assert [_duration(s) for s in (0.4, 59.6, 61, 3725)] == ["0 s", "1 min 0 s", "1 min 1 s", "62 min 5 s"]
+
+
+def test_the_lstm_headline_says_how_often_its_continuations_clash():
+    from musicgen.demo import _headline
+
+    scores = {"kind": "lstm", "nll": 2.29219, "nll_vs_copy_last": 0.3834,
+              "music": {"pairs": 32, "model": {"clash_share": 0.151}, "real": {"clash_share": 0.0629}}}
+    assert _headline(scores) == ("nll 2.292 nats/frame, 0.38 x copy_last's; continuations clash in 15.1% of "
+                                 "frames (the real music: 6.3%)")
+    scores["music"] = {"pairs": 0}  # no test piece long enough for a prompt and its continuation
+    assert _headline(scores) == "nll 2.292 nats/frame, 0.38 x copy_last's"

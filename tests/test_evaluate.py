@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from musicgen.config import preset
-from musicgen.errors import DataError
+from musicgen.errors import ArgumentError, DataError
 from musicgen.evaluate import baselines, evaluate_run
 
 from run_factory import random_rolls, write_dataset, write_run
@@ -41,6 +41,28 @@ def test_an_lstm_is_scored_next_to_copy_last_and_pitch_prior(lstm_run, data):
     assert result["nll_vs_copy_last"] == round(result["nll"] / result["copy_last"]["nll"], 4)
     assert result["baselines_fitted_on"] == data
     assert same(evaluate_run(lstm_run, data, "test"), result)  # no randomness in scoring
+
+
+def test_an_lstm_continues_held_out_prompts_next_to_the_real_music(lstm_run, tmp_path):
+    # 4 bars at 4 steps per beat: prompts of 64 steps, continued by 64; the 96-step piece is too short
+    long = write_dataset(str(tmp_path / "long"), {"train": random_rolls(2),
+                                                   "test": random_rolls(3, steps=160, seed=3) + random_rolls(1)})
+    result = evaluate_run(lstm_run, long, "test", prompts=2)
+    music = result["music"]
+    assert (music["prompt_steps"], music["continuation_steps"], music["temperature"]) == (64, 64, 1.0)
+    assert music["pairs"] == 2
+    for side in ("model", "real"):
+        assert music[side]["frames"] == 2 * 64
+        for name in ("clash_share", "polyphony", "prompt_similarity", "silence_fraction", "change_rate"):
+            assert np.isfinite(music[side][name]), (side, name)
+        assert 0 <= music[side]["clash_share"] <= 1 and 0 < music[side]["prompt_similarity"] <= 1
+    assert music["real"]["polyphony"] == 3.0  # the factory's chords: 3 pitches at every step
+    assert music["clash_ratio"] == pytest.approx(music["model"]["clash_share"] / music["real"]["clash_share"], rel=1e-3)
+    assert same(evaluate_run(lstm_run, long, "test", prompts=2), result)  # seeded: the same continuations
+    assert evaluate_run(lstm_run, long, "test")["music"]["pairs"] == 3  # every long enough piece, up to 32
+    with pytest.raises(ArgumentError) as bad:
+        evaluate_run(lstm_run, long, prompts=-1)
+    assert (bad.value.field, bad.value.value) == ("prompts", -1)
 
 
 def test_a_test_only_dataset_takes_its_baselines_from_the_run_s_training_data(lstm_run, data, tmp_path):

@@ -12,7 +12,7 @@ import psutil
 
 from conftest import run_cli
 
-SMALL = ["--units", "32", "--layers", "1", "--window", "32", "--batch-size", "16"]
+SMALL = ["--units", "32", "--layers", "1", "--window", "32", "--batch-size", "16", "--nade-units", "16"]
 
 
 def _musicgen():

@@ -16,9 +16,9 @@ from musicgen.errors import ArgumentError, MidiError, PromptTooLong
 from musicgen.midi import read_midi
 
 try:
-    from tests.midi_factory import make_midi, off, on, tempo, timesig
+    from tests.midi_factory import in_meter, make_midi, off, on, tempo, timesig
 except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from midi_factory import make_midi, off, on, tempo, timesig
+    from midi_factory import in_meter, make_midi, off, on, tempo, timesig
 
 INFO = {"steps_per_beat": 4}
 
@@ -34,8 +34,8 @@ class FixedExtender:
     def __init__(self, continuation: np.ndarray):
         self.continuation, self.calls = continuation, []
 
-    def extend(self, roll, steps, temperature=1.0, seeds=0):
-        self.calls.append((roll, steps, temperature, seeds))
+    def extend(self, roll, steps, temperature=1.0, seeds=0, time_signatures=None):
+        self.calls.append((roll, steps, temperature, seeds, time_signatures))
         return self.continuation[:steps]
 
 
@@ -93,7 +93,7 @@ def test_extend_piece_is_the_prompt_then_the_continuation_with_the_prompts_tempo
     piece = generate.read_prompt(prompt_bytes(2), INFO)
     extender = FixedExtender(continuation(12))
     roll, mid = generate.extend_piece(extender, INFO, piece, 12, temperature=0.7, seed=5)
-    assert extender.calls == [(piece.roll, 12, 0.7, 5)]
+    assert extender.calls == [(piece.roll, 12, 0.7, 5, [(0, 3, 4)])]  # the prompt's meter goes on
     np.testing.assert_array_equal(roll, np.concatenate([piece.roll, continuation(12)]))
     back = read_midi(midi_bytes(mid), 4)
     np.testing.assert_array_equal(back.roll > 0, roll > 0)
@@ -130,3 +130,90 @@ def test_the_argument_check_is_the_generation_engines():
     assert generate.check_extend_args is lstm.check_extend_args
     lstm.check_extend_args(1, 10)
     lstm.check_extend_args(np.int64(lstm.MAX_STEPS), 0.01)
+
+
+# --- the meter: bar positions the engine feeds ---------------------------------------------------
+
+def recording_extender(steps_per_beat):
+    """An untrained LSTM Extender on a grid of ``steps_per_beat`` that records every step's inputs."""
+    from musicgen.config import LSTMConfig
+
+    class Recording(lstm.Extender):
+        def step(self, x, state):
+            self.fed.append(np.array(x))
+            return super().step(x, state)
+
+    cfg = LSTMConfig(layers=1, units=8, window=8, dropout=0.0, position=True, steps_per_bar=16)
+    ext = Recording(cfg, steps_per_beat=steps_per_beat)
+    ext.fed = []
+    return ext
+
+
+def fed_positions(ext) -> np.ndarray:
+    """The position column of each step's one row (-1: none), prompt then continuation."""
+    pos = np.concatenate(ext.fed)[:, 128:]
+    assert (pos.sum(1) <= 1).all()
+    return np.where(pos.any(1), pos.argmax(1), -1)
+
+
+def test_a_prompt_in_three_four_continues_in_three_four():
+    piece = generate.read_prompt(prompt_bytes(5), INFO)  # 3/4: 20 steps
+    ext = recording_extender(4)
+    roll, mid = generate.extend_piece(ext, INFO, piece, 30, seed=1)
+    np.testing.assert_array_equal(fed_positions(ext), np.arange(20 + 30 - 1) % 12)  # bars of 12 steps
+    assert read_midi(midi_bytes(mid), 4).time_signatures == [(0, 3, 4)]
+    # A prompt that changes meter continues in its last one: 4/4 for 4 beats, then 6/8.
+    changing = generate.read_prompt(in_meter([(0, 4, 4), (4, 6, 8)], 6), INFO)
+    ext = recording_extender(4)
+    generate.extend_piece(ext, INFO, changing, 20)
+    np.testing.assert_array_equal(fed_positions(ext), [*range(16), *(np.arange(8 + 20 - 1) % 12)])
+    # Without a time signature: 4/4 on the run's grid (2 steps per beat: bars of 8 steps).
+    ext = recording_extender(2)
+    generate.extend_piece(ext, {"steps_per_beat": 2}, generate.read_prompt(in_meter([], 3), {"steps_per_beat": 2}), 9)
+    np.testing.assert_array_equal(fed_positions(ext), np.arange(6 + 9 - 1) % 8)
+    # A grid in seconds has no beat: no position at all.
+    ext = recording_extender(None)
+    ext.extend(piece.roll, 5, time_signatures=piece.time_signatures)
+    assert (fed_positions(ext) == -1).all()
+
+
+def test_scoring_reads_the_pieces_positions_and_defaults_to_four_four_on_the_runs_grid():
+    ext = recording_extender(4)
+    roll = (np.random.default_rng(0).random((40, 128)) < 0.05).astype(np.float32)
+    three_four = ext.positions(40, [(0, 3, 4)])
+    np.testing.assert_array_equal(three_four, np.arange(40) % 12)
+    default = ext.predict_next(roll, chunk=7)
+    np.testing.assert_array_equal(default, ext.predict_next(roll, positions=np.arange(40) % 16))
+    waltz = ext.predict_next(roll, positions=three_four)
+    assert not np.array_equal(default, waltz)
+    x = lstm.features(roll[:-1], 0, ext.cfg, three_four)
+    np.testing.assert_allclose(waltz, ext.model.predict([x[None], *ext.zero_state()], verbose=0)[0][0], atol=1e-6)
+
+
+def test_a_run_is_extended_with_the_bar_positions_it_was_trained_on(tmp_path):
+    """A run says whether its LSTM read each piece's meter (model/config.json ``bar_positions``);
+    one that does not (every run before time signatures were read) counts steps from the start,
+    so its continuations stay byte for byte what they were."""
+    import json
+    import shutil
+
+    from musicgen.config import LSTMConfig
+    try:
+        from tests.run_factory import random_rolls, write_dataset, write_run
+    except ImportError:
+        from run_factory import random_rolls, write_dataset, write_run
+
+    data = write_dataset(str(tmp_path / "ds"), {"train": random_rolls(2)}, steps_per_beat=2)
+    cfg = LSTMConfig(layers=1, units=8, window=8, dropout=0.0, position=True, steps_per_bar=16)
+    write_run(str(tmp_path / "old"), "lstm", cfg, data, tmp_path)
+    old, info = generate.load_extender(str(tmp_path / "old"))
+    assert "bar_positions" not in info and not old.meter
+    np.testing.assert_array_equal(old.positions(30, [(0, 3, 4)]), np.arange(30))
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    config = tmp_path / "new" / "model" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "bar_positions": generate.METER_POSITIONS}))
+    new, info = generate.load_extender(str(tmp_path / "new"))
+    assert new.meter and new.steps_per_beat == 2
+    np.testing.assert_array_equal(new.positions(30, [(0, 3, 4)]), np.arange(30) % 6)  # 3/4 on 2 per beat
+    assert generate.bar_grid({"steps_per_beat": None, "steps_per_second": 50, "bar_positions": "meter"}) == \
+        {"steps_per_beat": None, "meter": True}

@@ -3,6 +3,8 @@
 The generation engine's scheduling (rows joining and leaving a batch) is tested with Serve's
 batcher in tests/test_batching.py.
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -28,21 +30,31 @@ def test_windows_are_cut_on_the_fly_with_targets_at_every_step():
     rng = np.random.default_rng(0)
     roll = np.zeros((30, 128), np.float32)
     roll[np.arange(30), 60 + np.arange(30) % 5] = 0.7
-    pairs = list(lstm.piece_windows(roll, SMALL, rng, augment=False))
-    assert len(pairs) == lstm.examples(30, SMALL) == 3
-    x, y = pairs[0]
-    assert x.shape == (8, 128 + 4) and y.shape == (8, 128)
+    triples = list(lstm.piece_windows(roll, SMALL, rng, augment=False))
+    assert len(triples) == lstm.examples(30, SMALL) == 3
+    x, y, w = triples[0]
+    assert x.shape == (8, 128 + 4) and y.shape == (8, 128) and w.tolist() == [1] * 8
     np.testing.assert_array_equal(y[:-1], x[1:, :128])  # y is x shifted by one step
     np.testing.assert_array_equal(x[:, 128:].argmax(1), np.arange(8) % 4)  # position in the bar
     # Transposition keeps every note on the keyboard.
     high = np.zeros((20, 128), np.float32)
     high[:, 126] = 1
     for _ in range(20):
-        for xx, yy in lstm.piece_windows(high, SMALL, rng):
+        for xx, yy, _ in lstm.piece_windows(high, SMALL, rng):
             assert xx[:, :128].sum() == 8 and np.flatnonzero(xx[:, :128].any(0))[0] >= 123
-    # A piece shorter than a window is padded with silence in front.
-    (x, y), = lstm.piece_windows(roll[:5], SMALL, rng, augment=False)
-    assert x[:4, :128].sum() == 0 and y[-1].sum() == 1
+    # A piece shorter than a window is padded with silence after its end, and the padding's
+    # targets weigh nothing: the piece starts from a zero state, as in generation and evaluation.
+    (x, y, w), = lstm.piece_windows(roll[:5], SMALL, rng, augment=False)
+    np.testing.assert_array_equal(x[:5, :128], roll[:5] > 0)
+    assert x[5:, :128].sum() == 0 and y[3].sum() == 1 and y[4:].sum() == 0
+    assert w.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    # The NADE head reads one frame more: the frame it predicts, fed as its teacher.
+    (x, y, w), = lstm.piece_windows(roll[:5], replace(SMALL, head="nade"), rng, augment=False)
+    assert x.shape == (9, 132) and y.shape == (8, 128)
+    np.testing.assert_array_equal(x[1:, :128], y)
+    # The study's many-to-one window is padded in front: its one target is the window's last frame.
+    (x, y, w), = lstm.piece_windows(roll[:5], replace(SMALL, many_to_one=True), rng, augment=False)
+    assert x[:4, :128].sum() == 0 and y.sum() == 1 and w == 1
 
 
 def test_window_batches_are_bounded_and_cover_the_data():
@@ -50,8 +62,8 @@ def test_window_batches_are_bounded_and_cover_the_data():
     rolls = [np.ones((17 + i, 128), np.float32) * 0.5 for i in range(10)]
     batches = list(lstm.window_batches(iter(rolls), SMALL, rng, augment=False, shuffle_buffer=8))
     windows = sum(lstm.examples(len(r), SMALL) for r in rolls)
-    assert sum(len(x) for x, _ in batches) == windows // 4 * 4
-    assert all(x.shape == (4, 8, 132) for x, _ in batches)
+    assert sum(len(x) for x, _, _ in batches) == windows // 4 * 4
+    assert all(x.shape == (4, 8, 132) for x, _, _ in batches)
 
 
 def _toy_rolls(n=12, steps=40):
@@ -72,10 +84,10 @@ def trained():
     cfg = LSTMConfig(layers=1, units=32, dropout=0.0, window=16, batch_size=8, transpose=0, position=False,
                      learning_rate=1e-2)
     model = lstm.compile_model(lstm.build_model(cfg), cfg)
-    x, y = lstm.val_arrays(_toy_rolls(24, 64), cfg)
-    first = model.evaluate(x, y, verbose=0)
-    model.fit(x, y, epochs=150, batch_size=8, verbose=0)
-    return cfg, model, first, model.evaluate(x, y, verbose=0)
+    x, y, w = lstm.val_arrays(_toy_rolls(24, 64), cfg)
+    first = model.evaluate(x, y, sample_weight=w, verbose=0)[0]
+    model.fit(x, y, sample_weight=w, epochs=150, batch_size=8, verbose=0)
+    return cfg, model, first, model.evaluate(x, y, sample_weight=w, verbose=0)[0]
 
 
 def test_loss_falls_and_the_step_model_matches_the_training_model(trained):
@@ -164,7 +176,7 @@ def test_one_input_encoder_for_windows_and_generation():
     x = lstm.features(roll, 5, SMALL)
     np.testing.assert_array_equal(x, lstm.network_input(roll, np.arange(5, 16), SMALL))
     np.testing.assert_array_equal(x[:, 128:].argmax(1), np.arange(5, 16) % SMALL.steps_per_bar)
-    (w, _), = lstm.piece_windows(roll[:9], SMALL, np.random.default_rng(0), augment=False)
+    (w, _, _), = lstm.piece_windows(roll[:9], SMALL, np.random.default_rng(0), augment=False)
     np.testing.assert_array_equal(w[-8:], lstm.features(roll[:8], 0, SMALL))
 
     class Recorder:  # a net that records the inputs the engine gives it
@@ -176,6 +188,9 @@ def test_one_input_encoder_for_windows_and_generation():
         def step(self, x, state):
             self.inputs.append(x[0].copy())
             return np.full((len(x), 128), 0.5, np.float32), state
+
+        def sample(self, out, u, temps):
+            return lstm.sample_frames(out, u, temps)
 
     batch = lstm.Batch(Recorder(), 1)
     batch.admit(lstm.Row(roll, 3))

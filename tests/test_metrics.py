@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from musicgen.metrics import (CopyLast, FrameScores, PitchPrior, active_units, binarize, change_rate,
-                              evaluate, onsets, pitch_class_cosine, pitch_class_histogram,
-                              pitch_class_similarity, sample_stats)
+                              clash_share, continuation_stats, evaluate, onsets, pitch_class_cosine,
+                              pitch_class_histogram, pitch_class_similarity, sample_stats)
 
 
 def empty(t):
@@ -296,3 +296,73 @@ def test_compare_to_corpus_percentile_ranges():
     assert "| polyphony | 5.500 | 1.900 | 5.500 | 9.100 | yes |" in table
     with pytest.raises(ValueError):
         compare_to_corpus(good, [])
+
+
+def frames(*chords, width=128):
+    """A roll with one frame per chord (a list of MIDI pitches; [] is a silent frame)."""
+    r = np.zeros((len(chords), width), np.float32)
+    for t, chord in enumerate(chords):
+        r[t, chord] = 0.5
+    return r
+
+
+def test_clash_share_by_hand():
+    assert clash_share(frames([60, 64, 67])) == 0.0  # C major triad
+    assert clash_share(frames([67, 71, 74, 77])) == 0.0  # G7: B-D-F, no neighbours
+    assert clash_share(frames([60, 61])) == 1.0  # C + C#
+    assert clash_share(frames([60, 83])) == 1.0  # C4 + B5: pitch classes 0 and 11 are a semitone apart
+    assert clash_share(frames([60, 73 + 12])) == 1.0  # a minor ninth (plus an octave) is a clash too
+    assert clash_share(frames([60, 64, 67, 71])) == 1.0  # Cmaj7: B-C
+    assert clash_share(frames([60, 72, 84])) == 0.0  # octaves of one pitch class
+    assert math.isnan(clash_share(empty(3))) and math.isnan(clash_share(empty(0)))  # silence: undefined
+    # 2 clashing of 4 sounding frames; silent frames count in neither
+    assert clash_share(frames([60, 64, 67], [], [60, 61], [62, 63, 70], [], [48])) == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match="2-D"):
+        clash_share(np.zeros(128))
+
+
+def test_continuation_stats_pools_frames_and_averages_pairs():
+    p1, p2 = frames([60, 64, 67], [60, 64, 67]), frames([62, 65, 69])
+    model = [frames([60, 61], [60, 64, 67], []), frames([62, 63], [62, 63])]  # 3 of 4 sounding frames clash
+    real = [frames([60, 64, 67], [64, 65, 67], [60, 64]), frames([62, 65, 69], [62, 65])]  # 1 of 5
+    s = continuation_stats([p1, p2], model, real)
+    assert s["pairs"] == 2
+    m, r = s["model"], s["real"]
+    assert (m["clash_share"], m["frames"], m["sounding_frames"]) == (3 / 4, 5, 4)
+    assert (r["clash_share"], r["frames"], r["sounding_frames"]) == (1 / 5, 5, 5)
+    assert s["clash_ratio"] == pytest.approx((3 / 4) / (1 / 5))
+    assert m["polyphony"] == pytest.approx((2 + 3 + 2 + 2) / 4) and m["silence_fraction"] == pytest.approx(1 / 5)
+    assert r["polyphony"] == pytest.approx((3 + 3 + 2 + 3 + 2) / 5) and r["silence_fraction"] == 0.0
+    assert m["prompt_similarity"] == pytest.approx(
+        (pitch_class_similarity(p1, model[0]) + pitch_class_similarity(p2, model[1])) / 2)
+    assert r["prompt_similarity"] == pytest.approx(
+        (pitch_class_similarity(p1, real[0]) + pitch_class_similarity(p2, real[1])) / 2)
+    assert m["change_rate"] == pytest.approx((change_rate(p1, model[0]) + change_rate(p2, model[1])) / 2)
+    json.dumps(s)
+
+
+def test_continuation_stats_undefined_is_nan():
+    p = frames([60])
+    silent = continuation_stats([p, p], [empty(2), empty(2)], [frames([60, 64]), empty(1)])
+    assert math.isnan(silent["model"]["clash_share"]) and math.isnan(silent["model"]["polyphony"])
+    assert math.isnan(silent["model"]["prompt_similarity"])  # no pair defined
+    assert silent["real"]["prompt_similarity"] == pytest.approx(pitch_class_similarity(p, frames([60, 64])))
+    assert silent["real"]["clash_share"] == 0.0 and math.isnan(silent["clash_ratio"])  # real has no clash
+    none = continuation_stats([], [], [])
+    assert none["pairs"] == 0 and math.isnan(none["model"]["clash_share"]) and math.isnan(none["clash_ratio"])
+    with pytest.raises(ValueError, match="one of each per pair"):
+        continuation_stats([p], [p, p], [p])
+
+
+def test_accuracy_counts_the_decided_frames_when_a_model_gives_them():
+    """A joint model's conditionals peek at the target frame's lower notes: its accuracy counts
+    the frames it decides (decide_fn), while its NLL still comes from the probabilities."""
+    from musicgen.metrics import evaluate
+
+    roll = np.zeros((3, 128), np.float32)
+    roll[:, 60] = 1
+    probs = lambda r: np.full((len(r) - 1, 128), 0.9, np.float32)  # noqa: E731 - every pitch "likely"
+    decide = lambda r: (r[:-1] > 0).astype(np.float32)  # noqa: E731 - decides the last frame again
+    plain, decided = evaluate(probs, [roll]), evaluate(probs, [roll], decide_fn=decide)
+    assert plain["nll"] == decided["nll"]
+    assert plain["accuracy"] == pytest.approx(1 / 128) and decided["accuracy"] == 1.0

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from musicgen.errors import MidiError
-from musicgen.midi import MAX_STEPS, Piece, check_roll, midi_to_roll, read_midi, roll_notes, roll_to_midi
+from musicgen.midi import (MAX_STEPS, Piece, bar_positions, check_roll, midi_to_roll, read_midi, roll_notes,
+                           roll_to_midi)
 
 try:
-    from tests.midi_factory import (end, make_midi, make_midifile, messages, off, on, on0, pedal, raw_midi,
+    from tests.midi_factory import (end, in_meter, make_midi, make_midifile, messages, off, on, on0, pedal, raw_midi,
                                     smpte_division, tempo, timesig, to_bytes)
 except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from midi_factory import (end, make_midi, make_midifile, messages, off, on, on0, pedal, raw_midi,
+    from midi_factory import (end, in_meter, make_midi, make_midifile, messages, off, on, on0, pedal, raw_midi,
                               smpte_division, tempo, timesig, to_bytes)
 
 
@@ -320,6 +321,29 @@ def test_repeated_tempo_drops_out_and_last_at_one_row_wins():
     assert [r for r, _ in piece.tempos] == [0, 8]
     assert piece.tempos[0][1] == pytest.approx(100.0)
     assert piece.tempos[1][1] == pytest.approx(70.0, abs=1e-3)
+
+
+def test_bar_positions_follow_the_pieces_time_signatures_on_its_grid():
+    """A bar of n/d is n x steps_per_beat x 4 / d steps, restarted at every change; none: 4/4."""
+    three_four = read_midi(in_meter([(0, 3, 4)], 6), 4)
+    np.testing.assert_array_equal(bar_positions(4, three_four.time_signatures, 30), np.arange(30) % 12)
+    six_eight = read_midi(in_meter([(0, 6, 8)], 6), 2)  # 6 eighths on an eighth-note grid: 6 steps
+    np.testing.assert_array_equal(bar_positions(2, six_eight.time_signatures, 14), np.arange(14) % 6)
+    # 4/4 for two bars, then 3/4 from beat 8, then 6/8 from beat 10.5: the 3/4 bar is cut short
+    change = read_midi(in_meter([(0, 4, 4), (8, 3, 4), (10.5, 6, 8)], 16), 2)
+    assert change.time_signatures == [(0, 4, 4), (16, 3, 4), (21, 6, 8)]
+    np.testing.assert_array_equal(bar_positions(2, change.time_signatures, 30),
+                                  [*range(8), *range(8), 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 0, 1, 2])
+    plain = read_midi(in_meter([], 3), 1)  # no time signature: MIDI's 4/4
+    assert plain.time_signatures == []
+    np.testing.assert_array_equal(bar_positions(1, plain.time_signatures, 9), [0, 1, 2, 3, 0, 1, 2, 3, 0])
+    # A bar of a fractional number of steps is laid exactly: 7/8 at 1 step per beat is 3.5 steps.
+    np.testing.assert_array_equal(bar_positions(1, [(0, 7, 8)], 8), [0, 1, 2, 3, 0, 1, 2, 0])
+    # A grid without beats (seconds, ticks): no position at all.
+    np.testing.assert_array_equal(bar_positions(None, [(0, 3, 4)], 3), [-1, -1, -1])
+    # A time signature no bar can have (a corrupt file) is dropped on reading.
+    odd = read_midi(make_midi([[(0, timesig(3, 4)), (0, on(60)), (960, timesig(0, 4)), (1920, off(60))]]), 4)
+    assert odd.time_signatures == [(0, 3, 4)]
 
 
 def test_roll_to_midi_writes_tempo_map_and_time_signatures():
@@ -1007,7 +1031,7 @@ def test_seconds_grid_extend_writes_back_on_the_runs_grid():
     from musicgen.generate import extend_piece, grid, read_prompt
 
     class Held:  # continues with one held C: the test is about time, not music
-        def extend(self, roll, steps, temperature, seeds):
+        def extend(self, roll, steps, temperature, seeds, time_signatures=None):
             out = np.zeros((steps, 128), np.float32)
             out[:, 48] = 64 / 127
             return out

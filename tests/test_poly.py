@@ -43,6 +43,9 @@ def test_jsb_dataset_rolls_are_the_benchmark_frames(tmp_path, jsb_frames):
         # exactly the frames: pitch 21 + column, value 1.0 (velocity 127), nothing else sounds
         np.testing.assert_array_equal(record.roll[:, 21:109], frames.astype(np.float32))
         assert not record.roll[:, :21].any() and not record.roll[:, 109:].any()
+        # no meter in the files: 4/4 on the quarter-note grid, bars of 4 steps
+        assert record.time_signatures == [(0, 4, 4)]
+        np.testing.assert_array_equal(record.positions, np.arange(len(frames)) % 4)
         seen += 1
     assert seen == 382
     steps = {s: sum(f.shape[0] for f in fr) for s, fr in jsb_frames.items()}

@@ -367,3 +367,38 @@ def test_file_timeout_in_a_conversion_task_without_ray(chorales, tmp_path):
                           PrepareConfig(file_timeout=0.3), str(tmp_path), str(tmp_path / "ds"))
     assert "longer than --file-timeout 0.3 s" in rows[0]["reason"] and rows[1]["reason"] is None
     assert json.loads(rows[0]["shard_entry"])["pieces"] == 1
+
+
+def test_each_pieces_meter_goes_through_the_dataset_into_its_training_windows(ray_local, tmp_path):
+    """Hand-built 3/4, 6/8 and changing meters: prepare stores each file's time signatures, and
+    the LSTM's training windows see every step's position in its own bar."""
+    from dataclasses import replace
+
+    from musicgen import lstm
+    from musicgen.config import LSTMConfig
+    from midi_factory import in_meter
+
+    src = tmp_path / "meters"
+    src.mkdir()
+    files = {"waltz": [(0, 3, 4)], "jig": [(0, 6, 8)], "change": [(0, 4, 4), (4, 3, 4), (7, 6, 8)], "plain": []}
+    for name, sigs in files.items():
+        (src / f"{name}.mid").write_bytes(in_meter(sigs, 16))
+    prepare(str(src), str(tmp_path / "ds"), PrepareConfig(split=(1, 0, 0)), progress=False)
+    records = {r.id: r for r in iter_records(str(tmp_path / "ds"))}
+    bars = {"waltz": [*range(12)] * 5 + [0, 1, 2, 3], "jig": [*range(12)] * 5 + [0, 1, 2, 3],
+            "change": [*range(16)] + [*range(12)] * 4,
+            "plain": [*range(16)] * 4}
+    for name, sigs in files.items():
+        assert records[name].time_signatures == [(4 * beat, n, d) for beat, n, d in sigs]
+        np.testing.assert_array_equal(records[name].positions, bars[name])
+    cfg = LSTMConfig(layers=1, units=8, window=16, transpose=0, position=True, steps_per_bar=16)
+    pieces = [(r.roll, r.positions) for r in records.values()]
+    x, _, _ = lstm.val_arrays(pieces, cfg)
+    windows = (len(records["plain"].roll) - 1) // 16  # 64 steps each: 3 windows of 16 steps
+    expected = np.concatenate([r.positions[:16 * windows].reshape(-1, 16) for r in records.values()])
+    np.testing.assert_array_equal(x[:, :, 128:].argmax(-1), expected)
+    assert (x[:, :, 128:].sum(-1) == 1).all()
+    # A bar longer than the one-hot wraps onto its start: 3/4 bars of 12 steps in 8 columns.
+    waltz = records["waltz"]
+    x8, _, _ = lstm.val_arrays([(waltz.roll, waltz.positions)], replace(cfg, steps_per_bar=8))
+    np.testing.assert_array_equal(x8[:, :, 128:].argmax(-1).ravel(), waltz.positions[:48] % 8)

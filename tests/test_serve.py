@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SMALL_LSTM = dict(units=16, layers=1, window=16, batch_size=16, epochs=1, steps_per_epoch=4)
+SMALL_LSTM = dict(units=16, layers=1, window=16, batch_size=16, epochs=1, steps_per_epoch=4, nade_units=16)
 SMALL_VAE = dict(epochs=1, batch_size=8, steps_per_epoch=4)
 
 

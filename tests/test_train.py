@@ -11,7 +11,7 @@ from musicgen.prepare import PrepareConfig, prepare
 
 from conftest import run_cli
 
-SMALL_LSTM = dict(units=32, layers=1, window=32, batch_size=16, epochs=2)
+SMALL_LSTM = dict(units=32, layers=1, window=32, batch_size=16, epochs=2, nade_units=16, min_steps_per_epoch=1)
 SMALL_VAE = dict(epochs=2, batch_size=16)
 
 
@@ -169,3 +169,20 @@ def test_the_cluster_checks_name_the_flags():
         check_cluster({"CPU": 2.0}, 3, False)
     with pytest.raises(DataError, match="^--gpu with --workers 2: the cluster has 1 GPUs$"):
         check_cluster({"CPU": 8, "GPU": 1}, 2, True)
+
+
+def test_an_epoch_of_a_small_corpus_is_at_least_min_steps_per_epoch_batches():
+    """JSB Chorales' 229 pieces make 15 batches: an epoch of the joint preset is 100, so that its
+    validation and checkpoint do not cost more than its training; a large corpus keeps its pass."""
+    from musicgen import lstm
+    from musicgen.train import plan
+
+    def manifest(pieces, steps):
+        return {"pieces": [{"split": "train", "steps": steps}] * pieces + [{"split": "val", "steps": steps}] * 10}
+
+    cfg = preset("lstm", "tiny")  # window 64, batches of 16, at least 100 per epoch
+    assert cfg.min_steps_per_epoch == 100
+    assert plan(manifest(229, 60), cfg, lstm, 1)["steps_per_epoch"] == 100
+    assert plan(manifest(5000, 640), cfg, lstm, 1)["steps_per_epoch"] == 5000 * 9 // 16
+    assert plan(manifest(229, 60), preset("lstm", "paper"), lstm, 1)["steps_per_epoch"] == 229 // 32
+    assert plan(manifest(229, 60), preset("lstm", "tiny", steps_per_epoch=7), lstm, 1)["steps_per_epoch"] == 7

@@ -20,7 +20,7 @@ from conftest import run_cli
 TRIALS = 4
 # a tiny budget: 2 epochs of 8 batches of 16 windows of 32 steps, small nets
 SMALL = dict(epochs=2, overrides=dict(window=32, batch_size=16, steps_per_epoch=8), layers=(1, 2),
-             units=(128, 256), progress=False)
+             units=(128, 256), nade_units=(16, 48), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,7 @@ def test_search_writes_the_best_config_and_its_score(search):
     assert math.isfinite(best["val_nll"]) and 0 < best["val_nll"] < 128
     config = best["config"]
     assert config["layers"] in (1, 2) and config["units"] in (128, 256)
+    assert config["head"] == "nade" and 16 <= config["nade_units"] <= 48  # the joint head's size is searched
     assert 1e-4 <= config["learning_rate"] <= 1e-2 and 0 <= config["dropout"] <= 0.5
     assert config["window"] == 32 and config["batch_size"] == 16 and config["epochs"] == 2
     assert {k: config[k] for k in best["params"]} == best["params"]
@@ -133,6 +134,9 @@ def test_resume_of_a_finished_search_returns_its_best_without_new_trials(search,
     (dict(layers=(1, 4)), "--layers-max"),
     (dict(learning_rate=(0.0, 1e-2)), "--lr-min"),
     (dict(dropout=(0.0, 0.99)), "--dropout-max"),
+    (dict(nade_units=(8, 64)), "--nade-units-min"),
+    (dict(nade_units=(64, 2048)), "--nade-units-max"),
+    (dict(nade_units=(64, 128), base_preset="factorized"), "--nade-units-min/-max"),  # no NADE to size
 ])
 def test_a_search_space_out_of_range_is_a_one_line_error_before_anything_starts(space, flag, tmp_path):
     out = tmp_path / "out"

@@ -35,24 +35,30 @@ UNITS_STEP = 128
 SPEC, EXPERIMENT, TRIALS_DIR, TRIALS, BEST = "tune.json", "search", "trials", "trials.json", "best.json"
 
 # The widest range each searched setting may span, and the default search space (min, max).
-LIMITS = {"layers": (1, 3), "units": (128, 1024), "learning_rate": (1e-5, 1e-1), "dropout": (0.0, 0.9)}
-DEFAULT_SPACE = {"layers": (1, 3), "units": (128, 1024), "learning_rate": (1e-4, 1e-2), "dropout": (0.0, 0.5)}
-FLAGS = {"layers": "--layers", "units": "--units", "learning_rate": "--lr", "dropout": "--dropout"}
-INTEGER = {"layers", "units"}
+# ``nade_units`` (the joint-frame head's size) is searched when the base preset has that head.
+LIMITS = {"layers": (1, 3), "units": (128, 1024), "learning_rate": (1e-5, 1e-1), "dropout": (0.0, 0.9),
+          "nade_units": (16, 1024)}
+DEFAULT_SPACE = {"layers": (1, 3), "units": (128, 1024), "learning_rate": (1e-4, 1e-2), "dropout": (0.0, 0.5),
+                 "nade_units": (50, 300)}
+FLAGS = {"layers": "--layers", "units": "--units", "learning_rate": "--lr", "dropout": "--dropout",
+         "nade_units": "--nade-units"}
+INTEGER = {"layers", "units", "nade_units"}
 TRIAL_RESOURCES = {"CPU": 0, "memory": 256 << 20}
 # What a trial trains when --epochs / --steps-per-epoch are not given. `tiny` is the quick CPU
 # search: 3 epochs of 16 batches each (ASHA compares trials after every epoch), so that even
 # 3 x 1024-unit trials end in minutes on a laptop; `paper` trains as its preset says.
-SEARCH_BUDGET = {"tiny": {"epochs": 3, "steps_per_epoch": 16}, "paper": {}}
+SEARCH_BUDGET = {"tiny": {"epochs": 3, "steps_per_epoch": 16}, "factorized": {"epochs": 3, "steps_per_epoch": 16},
+                 "paper": {}}
 
 
 def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = None, base_preset: str = "tiny",
                overrides: dict | None = None, layers=None, units=None, learning_rate=None, dropout=None,
-               max_concurrent: int | None = None, workers: int = 1, gpu: bool = False, seed: int = 0,
+               nade_units=None, max_concurrent: int | None = None, workers: int = 1, gpu: bool = False, seed: int = 0,
                resume: bool = False, progress: bool = True) -> dict:
     """Search LSTM settings on dataset ``data``; writes OUT (see the module doc); returns best.json.
 
-    ``layers``, ``units``, ``learning_rate`` and ``dropout`` narrow the search: (min, max), either
+    ``layers``, ``units``, ``learning_rate``, ``dropout`` and ``nade_units`` (the NADE head's
+    hidden units, searched for a base preset with that head) narrow the search: (min, max), either
     end None for the default (:data:`DEFAULT_SPACE`), within :data:`LIMITS`. ``overrides`` sets
     other fields of the preset (``window``, ``batch_size``, ``steps_per_epoch``...). ``resume``
     continues the search in OUT (``Tuner.restore``) with the settings it was started with; for a
@@ -77,7 +83,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
             raise DataError(f"{out}: holds an unfinished search (continue it with --resume, or choose another --out)")
         spec = make_spec(data, trials, epochs=epochs, base_preset=base_preset, overrides=overrides,
                          space={"layers": layers, "units": units, "learning_rate": learning_rate,
-                                "dropout": dropout}, workers=workers, gpu=gpu, seed=seed)
+                                "dropout": dropout, "nade_units": nade_units}, workers=workers, gpu=gpu, seed=seed)
     _check_count("--max-concurrent", max_concurrent, allow_none=True)
     manifest, steps = _plan(spec)  # the dataset is there and fits the settings
 
@@ -109,22 +115,27 @@ def make_spec(data, trials, *, epochs=None, base_preset="tiny", overrides=None, 
     _check_count("--trials", trials)
     _check_count("--workers", workers)
     _check_count("--epochs", epochs, allow_none=True)
-    space = check_space(space or {})
     budget = SEARCH_BUDGET.get(base_preset, {})
     given = {k: v for k, v in {**(overrides or {}), "epochs": epochs}.items() if v is not None}
     base = preset("lstm", base_preset, **{**budget, **given})
+    space = check_space(space or {}, head=base.head)
     spec = {"kind": "lstm", "data": data, "preset": base_preset, "base": to_dict(base), "space": space,
             "epochs": base.epochs, "trials": trials, "workers": workers, "gpu": bool(gpu), "seed": seed}
     return spec
 
 
-def check_space(space: dict) -> dict:
-    """{name: [min, max]} from (min, max) pairs (None: the default end), within :data:`LIMITS`."""
+def check_space(space: dict, head: str = "nade") -> dict:
+    """{name: [min, max]} from (min, max) pairs (None: the default end), within :data:`LIMITS`;
+    ``nade_units`` only for the NADE ``head``."""
     unknown = set(space) - set(LIMITS)
     if unknown:
         raise DataError(f"unknown search setting(s): {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
+    if head != "nade" and any(v is not None for v in (space.get("nade_units") or ())):
+        raise DataError(f"{FLAGS['nade_units']}-min/-max: the base preset's head is {head}, which has no NADE")
     checked = {}
     for name, default in DEFAULT_SPACE.items():
+        if name == "nade_units" and head != "nade":
+            continue
         given = space.get(name) or (None, None)
         if isinstance(given, (int, float)):
             given = (given, given)
@@ -155,10 +166,11 @@ def _check_count(flag, value, allow_none=False):
 
 
 def param_space(space: dict) -> dict:
-    """The Tune search space: layers randint, units qrandint (step 128), lr loguniform, dropout uniform."""
+    """The Tune search space: layers and nade_units randint, units qrandint (step 128), lr
+    loguniform, dropout uniform."""
     from ray import tune
 
-    kinds = {"layers": lambda lo, hi: tune.randint(lo, hi + 1),
+    kinds = {"layers": lambda lo, hi: tune.randint(lo, hi + 1), "nade_units": lambda lo, hi: tune.randint(lo, hi + 1),
              "units": lambda lo, hi: tune.qrandint(lo, hi, UNITS_STEP),
              "learning_rate": tune.loguniform, "dropout": tune.uniform}
     return {name: (kinds[name](lo, hi) if lo < hi else lo) for name, (lo, hi) in space.items()}
@@ -219,7 +231,7 @@ def trial_config(spec: dict, params: dict):
     from musicgen.config import from_dict
 
     values = {**spec["base"], **{k: params[k] for k in LIMITS if k in params}}
-    values.update(layers=int(values["layers"]), units=int(values["units"]),
+    values.update(layers=int(values["layers"]), units=int(values["units"]), nade_units=int(values["nade_units"]),
                   learning_rate=float(values["learning_rate"]), dropout=float(values["dropout"]))
     return from_dict("lstm", values)
 
@@ -345,8 +357,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=20, help="trials to run (default 20)")
     p.add_argument("--epochs", type=int, help="epochs of a trial that ASHA does not stop "
                    "(default: 3 for tiny, the preset's for paper)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "paper"],
-                   help="base config the search varies (default tiny)")
+    p.add_argument("--preset", default="tiny", choices=list(SEARCH_BUDGET),
+                   help="base config the search varies (default tiny: the joint-frame head)")
     lo, hi = DEFAULT_SPACE["layers"], DEFAULT_SPACE["units"]
     p.add_argument("--layers-min", type=int, help=f"fewest LSTM layers searched ({lo[0]}-3, default {lo[0]})")
     p.add_argument("--layers-max", type=int, help=f"most LSTM layers searched (1-3, default {lo[1]})")
@@ -356,6 +368,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr-max", type=float, help="highest learning rate (default 1e-2)")
     p.add_argument("--dropout-min", type=float, help="lowest dropout (default 0)")
     p.add_argument("--dropout-max", type=float, help="highest dropout (0-0.9, default 0.5)")
+    lo = DEFAULT_SPACE["nade_units"]
+    p.add_argument("--nade-units-min", type=int, help=f"fewest NADE hidden units searched (16-1024, default {lo[0]})")
+    p.add_argument("--nade-units-max", type=int, help=f"most NADE hidden units searched (default {lo[1]})")
     p.add_argument("--window", type=int, help="training window in steps (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--steps-per-epoch", type=int,
@@ -382,7 +397,8 @@ def main(args) -> dict:
     best = run_search(args.data, args.out, args.trials, epochs=args.epochs, base_preset=args.preset,
                       overrides=overrides, layers=(args.layers_min, args.layers_max),
                       units=(args.units_min, args.units_max), learning_rate=(args.lr_min, args.lr_max),
-                      dropout=(args.dropout_min, args.dropout_max), max_concurrent=args.max_concurrent,
+                      dropout=(args.dropout_min, args.dropout_max),
+                      nade_units=(args.nade_units_min, args.nade_units_max), max_concurrent=args.max_concurrent,
                       workers=args.workers, gpu=args.gpu, seed=args.seed, resume=args.resume)
     shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in best["params"].items())
     print(f"best of {best['trials']} trials: val_nll {best[METRIC]:.4f} (epoch {best['epoch']}) with {shown}")

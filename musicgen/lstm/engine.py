@@ -20,8 +20,9 @@ import numpy as np
 
 from ..config import LSTMConfig
 from ..errors import ArgumentError
+from ..midi import bar_positions
 from .model import build_step_model, features, n_features, network_input
-from .step import StepNet, zero_state
+from .step import StepNet, nade, zero_state
 
 MAX_STEPS = 4096  # one extend request's continuation, at most
 RANDOM_CHUNK = 64  # generation steps of random numbers drawn at once per row (same stream as one at a time)
@@ -64,12 +65,19 @@ def padded_rows(n: int, block: int = STEP_ROWS) -> int:
 class Row:
     """One continuation: ``steps`` frames after the prompt ``roll`` (T, 128), sampled at
     ``temperature`` from the generator of ``seed``; notes take ``velocity`` (default: the prompt's
-    mean velocity). An empty prompt is one silent frame."""
+    mean velocity). An empty prompt is one silent frame. ``positions``: the bar position of each of
+    its steps, its prompt's then its continuation's (at least ``len(prompt) + steps``;
+    :meth:`Extender.row` makes them from the prompt's time signatures); None: counted from its
+    start (:func:`~.model.features`)."""
 
-    def __init__(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None):
+    def __init__(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None, positions=None):
         frames = np.asarray(roll) > 0
         self.prompt = frames if len(frames) else np.zeros((1, 128), bool)
         self.steps, self.temperature = int(steps), float(temperature)
+        self.positions = None if positions is None else np.asarray(positions, np.int64)
+        if self.positions is not None and len(self.positions) < len(self.prompt) + self.steps - 1:
+            raise ValueError(f"{len(self.positions)} bar positions for a row of {len(self.prompt)} + "
+                             f"{self.steps} steps")
         self.velocity = np.float32(mean_velocity(roll) if velocity is None else velocity)
         self.rng = np.random.default_rng(int(seed))
         self.out = np.zeros((self.steps, 128), np.float32)  # the continuation, velocities
@@ -91,6 +99,11 @@ class Row:
     def input(self) -> np.ndarray:
         return self.prompt[self.k] if self.k < len(self.prompt) else self.frame
 
+    def position(self) -> int:
+        """The bar position of its input this step (a finished row stepped on with its batch mates,
+        whose outputs nobody reads, stays at its last)."""
+        return self.k if self.positions is None else int(self.positions[min(self.k, len(self.positions) - 1)])
+
     def uniforms(self) -> np.ndarray:
         """The uniforms of its next frame: its generator's stream, drawn in chunks."""
         if self.done % RANDOM_CHUNK == 0:
@@ -105,7 +118,8 @@ class Row:
 class Batch:
     """Up to ``capacity`` rows in slots, stepped together on a multiple of ``block`` rows.
 
-    ``net`` gives ``cfg``, ``zero_state(rows)`` and ``step(x, state)`` (an :class:`Extender`).
+    ``net`` gives ``cfg``, ``zero_state(rows)``, ``step(x, state)`` and ``sample(out, u, temps)``
+    (an :class:`Extender`).
     Rows join (:meth:`admit`) and leave (:meth:`drop`) between steps; an empty slot (None) is
     stepped as a silent row whose results nobody reads. Steps run on the slots up to the last.
     """
@@ -142,27 +156,27 @@ class Batch:
 
     def step(self) -> np.ndarray:
         """One step of every slot: each row's input in, its next frame sampled if its prompt is
-        all in. Returns the probabilities of all the rows stepped (a multiple of ``block``)."""
+        all in. Returns the head output of all the rows stepped (a multiple of ``block``)."""
         rows, cfg = self.rows, self.net.cfg
         live = [i for i, r in enumerate(rows) if r is not None]
         m = padded_rows(len(rows), self.block)
         x = self.x[:m]
         x[:] = 0  # empty slots and padding: silence
         if live:
-            x[live] = network_input(np.stack([rows[i].input() for i in live]), [rows[i].k for i in live], cfg)
-        probs, state = self.net.step(x, [s[:m] for s in self.state])
+            x[live] = network_input(np.stack([rows[i].input() for i in live]), [rows[i].position() for i in live], cfg)
+        out, state = self.net.step(x, [s[:m] for s in self.state])
         for s, new in zip(self.state, state):
             s[:m] = new
         sampling = [i for i in live if rows[i].sampling]
         if sampling:
-            frames = sample_frames(probs[sampling], np.stack([rows[i].uniforms() for i in sampling]),
-                                   np.array([rows[i].temperature for i in sampling]))
+            frames = self.net.sample(out[sampling], np.stack([rows[i].uniforms() for i in sampling]),
+                                     np.array([rows[i].temperature for i in sampling]))
             for i, frame in zip(sampling, frames):
                 rows[i].take(frame)
         for i in live:
             rows[i].k += 1
             rows[i].rows_seen += len(live)
-        return probs
+        return out
 
 
 def exact_block(extender, max_rows: int, seed: int = 0) -> int:
@@ -199,12 +213,17 @@ class Extender:
     :meth:`prime`, a :class:`Batch`) runs :meth:`step`, the :class:`~musicgen.lstm.step.StepNet`
     of the same weights, for priming and sampling alike, so a prompt's result depends only on the
     prompt, its seed and the number of rows a step runs on (``block``, see the module).
+
+    ``steps_per_beat`` is the run's grid (``musicgen.generate.grid``; None: a grid without beats,
+    in seconds), on which a piece's time signatures give its steps' bar positions (:meth:`positions`).
+    ``meter=False`` is for an LSTM trained before time signatures were read: its steps are counted
+    from the piece's start whatever the meter (bars of ``steps_per_bar``), as it was trained.
     """
 
-    def __init__(self, cfg: LSTMConfig, weights=None):
+    def __init__(self, cfg: LSTMConfig, weights=None, steps_per_beat: int | None = 4, meter: bool = True):
         from ..keras import tf
 
-        self.cfg = cfg
+        self.cfg, self.steps_per_beat, self.meter = cfg, steps_per_beat, meter
         self.model = build_step_model(cfg)
         if weights is not None:
             self.model.set_weights(weights)
@@ -215,11 +234,27 @@ class Extender:
         self._net = None  # the StepNet, made at the first step (scoring alone never needs it)
 
     @classmethod
-    def from_training_model(cls, cfg: LSTMConfig, model) -> "Extender":
+    def from_training_model(cls, cfg: LSTMConfig, model, steps_per_beat: int | None = 4,
+                            meter: bool = True) -> "Extender":
         if cfg.many_to_one:
             raise ValueError("a many-to-one (study) model predicts only after a full window; "
                              "extend and evaluate need a many-to-many model")
-        return cls(cfg, model.get_weights())  # the same layers in the same order
+        return cls(cfg, model.get_weights(), steps_per_beat, meter)  # the same layers in the same order
+
+    def positions(self, steps: int, time_signatures=None) -> np.ndarray:
+        """The bar positions of a piece's first ``steps`` steps on the run's grid, from its time
+        signatures ((row, num, den); None or none: 4/4), the last going on past them
+        (:func:`musicgen.midi.bar_positions`); without ``meter``, 0, 1, 2, ... whatever they say."""
+        if not self.meter:
+            return np.arange(steps)
+        return bar_positions(self.steps_per_beat, time_signatures or (), steps)
+
+    def row(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None,
+            time_signatures=None) -> Row:
+        """The :class:`Row` that continues prompt ``roll`` in its meter: its time signatures
+        ((row, num, den); None: 4/4), the last of them going on through the continuation."""
+        return Row(roll, steps, temperature, seed, velocity,
+                   self.positions(max(len(roll), 1) + int(steps), time_signatures))
 
     def zero_state(self, batch: int = 1) -> list[np.ndarray]:
         return zero_state(self.cfg, batch)
@@ -231,24 +266,62 @@ class Extender:
         return self._net
 
     def step(self, x: np.ndarray, state: list[np.ndarray]):
-        """One step for a batch: inputs (B, features) -> (probabilities (B, 128), new state)."""
+        """One step for a batch: inputs (B, features) -> (head output, new state): the
+        factorized head's probabilities (B, 128), or NADE's biases (B, 128 + H)."""
         return self.net.step(x, state)
+
+    def sample(self, out: np.ndarray, u: np.ndarray, temps: np.ndarray) -> np.ndarray:
+        """Binary frames (B, 128) float32 drawn from head outputs ``out`` of :meth:`step` with
+        uniforms ``u`` (B, 128) at temperatures ``temps`` (B,): each pitch on its own (factorized,
+        :func:`sample_frames`) or pitch by pitch from the lowest, each drawn given those below it
+        (NADE, :func:`~musicgen.lstm.step.nade`)."""
+        if self.cfg.head == "nade":
+            return nade(out, *self.net.nade_weights, u=u, temps=np.asarray(temps, np.float32))[1]
+        return sample_frames(out, u, temps)
 
     def _run(self, x: np.ndarray, state):
         out = self._call(np.asarray(x, np.float32), *state)
         return out[0].numpy(), [s.numpy() for s in out[1:]]
 
-    def predict_next(self, roll: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """P(pitch sounds at t | frames < t) for t = 1..T-1 of one roll: array (T-1, 128)."""
+    def predict_next(self, roll: np.ndarray, chunk: int = 512, positions=None) -> np.ndarray:
+        """P(pitch sounds at t | frames < t) for t = 1..T-1 of one roll: array (T-1, 128). For the
+        NADE head, P(pitch sounds at t | frames < t, the lower pitches of frame t): the
+        conditionals whose binary cross-entropy against the roll is its exact NLL. ``positions``:
+        the piece's bar positions (``musicgen.dataset.Record.positions``); None: 4/4 on the
+        run's grid (:meth:`positions`)."""
         frames = (np.asarray(roll) > 0).astype(np.float32)
-        state, probs = self.zero_state(), []
-        for t in range(0, len(frames) - 1, chunk):
-            x = features(frames[t:min(t + chunk, len(frames) - 1)], t, self.cfg)
-            p, state = self._run(x[None], state)
-            probs.append(p[0])
-        return np.concatenate(probs) if probs else np.zeros((0, 128), np.float32)
+        out = self._outputs(frames, chunk, positions)
+        if self.cfg.head == "nade":
+            return nade(out, *self.net.nade_weights, frames=frames[1:])[0]
+        return out
 
-    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1):
+    def predict_frames(self, roll: np.ndarray, threshold: float = 0.5, chunk: int = 512, positions=None) -> np.ndarray:
+        """The most likely next frame, for t = 1..T-1 of one roll, as a binary array (T-1, 128):
+        per pitch, on when its probability reaches ``threshold``; for the NADE head, pitch by
+        pitch from the lowest, each decided given the decisions below it (a greedy decoding: its
+        conditionals at the true frame would peek at that frame's lower notes). ``positions`` as
+        for :meth:`predict_next`."""
+        frames = (np.asarray(roll) > 0).astype(np.float32)
+        out = self._outputs(frames, chunk, positions)
+        if self.cfg.head != "nade":
+            return (out >= threshold).astype(np.float32)
+        # on when u < p: u just below the threshold makes "p >= threshold" the rule
+        u = np.full(out[:, :128].shape, np.nextafter(np.float32(threshold), np.float32(0)), np.float32)
+        return nade(out, *self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32))[1]
+
+    def _outputs(self, frames: np.ndarray, chunk: int, positions=None) -> np.ndarray:
+        """The head outputs of steps 0..T-2 of binary ``frames`` (T, 128) at bar ``positions``
+        (None: :meth:`positions`), one compiled Keras call per ``chunk`` steps with the state carried."""
+        positions = self.positions(len(frames)) if positions is None else positions
+        state, outs = self.zero_state(), []
+        for t in range(0, len(frames) - 1, chunk):
+            x = features(frames[t:min(t + chunk, len(frames) - 1)], t, self.cfg, positions)
+            out, state = self._run(x[None], state)
+            outs.append(out[0])
+        width = 128 + (self.cfg.nade_units if self.cfg.head == "nade" else 0)
+        return np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
+
+    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1, time_signatures=None):
         """Continue each prompt roll; returns the continuations, (steps, 128) each.
 
         ``prompts`` is one roll or a list of rolls, generated together, one :class:`Row` each.
@@ -256,6 +329,8 @@ class Extender:
         (:func:`check_extend_args`). Pitches are sampled independently per step with probabilities
         sharpened (temperature < 1) or flattened (> 1) in logit space. Notes take ``velocity``
         (default: the prompt's mean velocity). The step runs on a multiple of ``block`` rows.
+        ``time_signatures``: the prompt's ((row, num, den) list), or one list per prompt; a
+        continuation goes on in its prompt's last meter (None: 4/4, :meth:`row`).
         """
         single = isinstance(prompts, np.ndarray) and prompts.ndim == 2
         prompts = [prompts] if single else list(prompts)
@@ -263,7 +338,10 @@ class Extender:
         steps, temps, seeds = (np.broadcast_to(np.asarray(v), (n,)) for v in (steps, temperature, seeds))
         for s, t in zip(steps, temps):
             check_extend_args(s.item(), t.item())
-        rows = [Row(p, s, t, seed, velocity) for p, s, t, seed in zip(prompts, steps, temps, seeds)]
+        meters = [None] * n if time_signatures is None else [time_signatures] if single else list(time_signatures)
+        if len(meters) != n:
+            raise ArgumentError("time_signatures", len(meters), f"one list per prompt ({n} lists)")
+        rows = [self.row(p, s, t, seed, velocity, m) for p, s, t, seed, m in zip(prompts, steps, temps, seeds, meters)]
         batch, _ = self._prime(rows, block)
         while not all(r.finished for r in rows):
             batch.step()
@@ -273,7 +351,7 @@ class Extender:
     def prime(self, prompts, block: int = 1):
         """Run prompt rolls (each at least one step) together as :meth:`extend` does: (probabilities
         of the step after each prompt, LSTM state), on a multiple of ``block`` rows."""
-        batch, probs = self._prime([Row(p, 0) for p in prompts], block)
+        batch, probs = self._prime([self.row(p, 0) for p in prompts], block)
         m = len(probs)
         return probs, [s[:m].copy() for s in batch.state]
 

@@ -7,6 +7,8 @@ windows and generation alike.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..config import LSTMConfig
@@ -18,51 +20,82 @@ def n_features(cfg: LSTMConfig) -> int:
     return 128 + (cfg.steps_per_bar if cfg.position else 0)
 
 
-def network_input(frames: np.ndarray, steps, cfg: LSTMConfig) -> np.ndarray:
-    """Network inputs (n, :func:`n_features`) float32 of binary ``frames`` (n, 128) at ``steps``
-    (n step numbers, counted from each frame's piece's start).
+def network_input(frames: np.ndarray, positions, cfg: LSTMConfig) -> np.ndarray:
+    """Network inputs (n, :func:`n_features`) float32 of binary ``frames`` (n, 128) at bar
+    ``positions`` (n integers: each frame's step's position in its bar, 0 on a bar's first step,
+    :func:`musicgen.midi.bar_positions`; negative: none).
 
-    With ``cfg.position`` a one-hot of the step's position in the bar (``steps_per_bar``) follows
-    the 128 pitches: the network knows where the beat falls without inferring it from the notes.
+    With ``cfg.position`` a one-hot of the position in the bar follows the 128 pitches: the network
+    knows where the beat falls without inferring it from the notes. The one-hot is
+    ``cfg.steps_per_bar`` wide: position p sets column ``p % steps_per_bar``, so a bar longer than
+    that (12/8 at 4 steps per beat, 24 steps, with 16) wraps onto its own start; a frame without a
+    position (a grid in seconds has no beat) sets none, an input of zeros.
     """
     frames = np.asarray(frames, dtype=np.float32)
     if not cfg.position:
         return frames
+    positions = np.asarray(positions, dtype=np.int64)
     pos = np.zeros((len(frames), cfg.steps_per_bar), np.float32)
-    pos[np.arange(len(frames)), np.asarray(steps) % cfg.steps_per_bar] = 1
+    placed = np.flatnonzero(positions >= 0)
+    pos[placed, positions[placed] % cfg.steps_per_bar] = 1
     return np.concatenate([frames, pos], axis=1)
 
 
-def features(frames: np.ndarray, start: int, cfg: LSTMConfig) -> np.ndarray:
+def features(frames: np.ndarray, start: int, cfg: LSTMConfig, positions=None) -> np.ndarray:
     """Network input for consecutive binary ``frames`` (T, 128) whose first row is step ``start``
-    of its piece (:func:`network_input` of steps start..start+T-1)."""
-    return network_input(frames, start + np.arange(len(frames)), cfg)
+    (>= 0) of its piece: :func:`network_input` at the piece's bar ``positions`` of steps
+    start..start+T-1 (``positions``: every step's of the piece, or more). Without ``positions``,
+    steps are counted from the piece's start: bars of ``steps_per_bar`` steps from step 0 (16: 4/4
+    at 4 steps per beat), the input of every LSTM trained before time signatures were read."""
+    steps = start + np.arange(len(frames))
+    return network_input(frames, steps if positions is None else np.asarray(positions)[steps], cfg)
 
 
 def build_model(cfg: LSTMConfig):
-    """The training network: LSTM layers (dropout between them), Dense(128, sigmoid) per step.
+    """The training network: LSTM layers (dropout between them), then the head per step.
 
+    Factorized: input the window's frames (B, W, features), output P(pitch on) (B, W, 128).
     With ``cfg.many_to_one`` the last LSTM returns only its last step, as in the study
     (the ``paper`` preset then has the study's 13,246,592 parameters).
+    NADE: input W + 1 frames; the LSTM reads the first W and the head gives, for frames 1..W, the
+    conditionals P(pitch i on | the frame's pitches below i, the past) (B, W, 128) with the true
+    frame's lower pitches (teacher forcing), whose binary cross-entropy against that frame is
+    exactly the frame's negative log-likelihood.
     """
     from ..keras import keras
 
     x = inp = keras.Input((None, n_features(cfg)), name="frames")
+    if cfg.head == "nade":  # the LSTM reads frames 0..W-1; frames 1..W are the targets
+        x = keras.layers.Lambda(lambda t: t[:, :-1], name="history")(inp)
+    lstm_in = x
     for i in range(cfg.layers):
         last = i == cfg.layers - 1
         x = keras.layers.LSTM(cfg.units, return_sequences=not (last and cfg.many_to_one), name=f"lstm_{i}")(x)
-        if not last and cfg.dropout:
+        if cfg.dropout and (not last or cfg.head == "nade"):  # and before the NADE head: its biases
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    return keras.Model(inp, _output(cfg, inp, x), name="lstm_extender")
+    return keras.Model(inp, _output(cfg, lstm_in, x, _targets(inp, cfg)), name="lstm_extender")
 
 
-def _output(cfg: LSTMConfig, inp, x):
-    """Dense(128, sigmoid) on the LSTM output; with ``cfg.skip`` plus a copy gate.
+def _targets(inp, cfg: LSTMConfig):
+    """The frames the NADE head is teacher-forced with: the pitches of input frames 1..W."""
+    from ..keras import keras
 
-    The copy gate adds ``frame * keep(h)`` to the next frame's logits: the current frame, weighted
-    per pitch by a Dense of the LSTM output. "Notes go on sounding" is there from the first step
-    (the gate starts at P(on | on) = 0.88), and the LSTM only has to learn *when* they stop: at 4 steps per
-    beat a sounding note goes on with probability ~0.99 inside a beat and ~0.33 at a beat's start.
+    if cfg.head != "nade":
+        return None
+    return keras.layers.Lambda(lambda t: t[:, 1:, :128], name="targets")(inp)
+
+
+def _output(cfg: LSTMConfig, inp, x, targets=None):
+    """The head on the LSTM output ``x`` (``inp``: the LSTM's input; ``targets``: NADE's frames).
+
+    Factorized: Dense(128, sigmoid); with ``cfg.skip`` plus a copy gate, which adds
+    ``frame * keep(h)`` to the next frame's logits: the current frame, weighted per pitch by a
+    Dense of the LSTM output. "Notes go on sounding" is there from the first step (the gate starts
+    at P(on | on) = 0.88), and the LSTM only has to learn *when* they stop: at 4 steps per beat a
+    sounding note goes on with probability ~0.99 inside a beat and ~0.33 at a beat's start.
+    NADE: the same logits (copy gate included) are the NADE's visible biases, a Dense of
+    ``nade_units`` its hidden biases; with ``targets`` the :func:`nade_class` layer's
+    conditionals of those frames, without (the step model) the biases, concatenated.
     """
     from ..keras import keras
 
@@ -70,25 +103,81 @@ def _output(cfg: LSTMConfig, inp, x):
     # spends its first thousand steps walking 128 biases down to it.
     silent = keras.initializers.Constant(SPARSE_LOGIT)
     if not cfg.skip or cfg.many_to_one:
-        return keras.layers.Dense(128, activation="sigmoid", bias_initializer=silent, name="next_frame")(x)
-    logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
-    keep = keras.layers.Dense(128, bias_initializer=keras.initializers.Constant(-SPARSE_LOGIT + 2), name="keep")(x)
-    frame = keras.layers.Lambda(lambda t: t[..., :128], name="frame")(inp)
-    held = keras.layers.Multiply(name="held")([frame, keep])
-    return keras.layers.Activation("sigmoid", name="probabilities")(keras.layers.Add()([logits, held]))
+        if cfg.head == "factorized":
+            return keras.layers.Dense(128, activation="sigmoid", bias_initializer=silent, name="next_frame")(x)
+        logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
+    else:
+        logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
+        keep = keras.layers.Dense(128, bias_initializer=keras.initializers.Constant(-SPARSE_LOGIT + 2), name="keep")(x)
+        frame = keras.layers.Lambda(lambda t: t[..., :128], name="frame")(inp)
+        held = keras.layers.Multiply(name="held")([frame, keep])
+        logits = keras.layers.Add()([logits, held])
+        if cfg.head == "factorized":
+            return keras.layers.Activation("sigmoid", name="probabilities")(logits)
+    hidden = keras.layers.Dense(cfg.nade_units, name="nade_hidden")(x)
+    if targets is None:  # the step model (its NADE's arithmetic runs in numpy)
+        return keras.layers.Concatenate(name="nade_biases")([logits, hidden])
+    return nade_layer(cfg.nade_units)([logits, hidden, targets])
+
+
+def nade_layer(units: int):
+    """A NADE layer of ``units`` hidden units (:func:`nade_class`)."""
+    return nade_class()(units, name="nade")
+
+
+@functools.cache
+def nade_class():
+    """The Keras layer class of the NADE head, made on first use (Keras is imported lazily)."""
+    from ..keras import keras, tf
+
+    class Nade(keras.layers.Layer):
+        """NADE (Larochelle & Murray, 2011) over a frame's 128 pitches, lowest first, with biases
+        given per step (RNN-NADE, Boulanger-Lewandowski et al., 2012): for pitch i, hidden
+        ``sigmoid(b_h + W[:i]^T v[:i])``, ``P(v_i = 1 | v_<i) = sigmoid(b_v[i] + V[i] . hidden)``.
+
+        Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
+        128 pitches). Output: the D conditionals of each frame, all pitches in one pass (an exclusive cumulative sum
+        along the pitch axis gives every pitch's hidden input at once). Sampling runs the same
+        arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
+        """
+
+        def __init__(self, units: int, width: int = 128, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.width = units, width
+
+        def build(self, input_shape):
+            # one initializer each: a Keras initializer called twice gives the same values twice
+            self.w = self.add_weight(name="w", shape=(self.width, self.units),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.05))
+            self.v = self.add_weight(name="v", shape=(self.width, self.units),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.05))
+            super().build(input_shape)
+
+        def call(self, inputs):
+            b_v, b_h, frames = inputs
+            a = b_h[..., None, :] + tf.cumsum(frames[..., :, None] * self.w, axis=-2, exclusive=True)
+            return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
+
+    return Nade
 
 
 def compile_model(model, cfg: LSTMConfig):
+    """Adam with clipping; binary cross-entropy, and ``bce``: the same weighted by each target
+    frame's weight (0 for the silence a short piece is padded with, :mod:`.windows`), whose mean
+    over cells x 128 is the validation NLL of ``musicgen evaluate`` (:func:`epoch_metrics`)."""
     from ..keras import keras
 
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0),
-                  loss=keras.losses.BinaryCrossentropy())
+                  loss=keras.losses.BinaryCrossentropy(),
+                  weighted_metrics=[keras.metrics.BinaryCrossentropy(name="bce")])
     return model
 
 
 def build_step_model(cfg: LSTMConfig):
     """The same layers with explicit state in and out: (frames, h0, c0, h1, c1, ...) ->
-    (probabilities, h0', c0', ...). Any batch size and any number of steps per call."""
+    (head output, h0', c0', ...). Any batch size and any number of steps per call. The head
+    output is the factorized head's probabilities, or the NADE's biases per step (visible 128,
+    then hidden), from which :func:`musicgen.lstm.step.nade` scores or samples a frame."""
     from ..keras import keras
 
     inp = keras.Input((None, n_features(cfg)), name="frames")
@@ -100,15 +189,29 @@ def build_step_model(cfg: LSTMConfig):
                                       name=f"lstm_{i}")(x, initial_state=[h, c])
         states_in += [h, c]
         states_out += [h2, c2]
-    return keras.Model([inp, *states_in], [_output(cfg, inp, x), *states_out], name="lstm_step")
+    model = keras.Model([inp, *states_in], [_output(cfg, inp, x), *states_out], name="lstm_step")
+    if cfg.head == "nade":
+        # The NADE layer rides along unused, so that the step model holds the training model's
+        # weights in the same order (set_weights / get_weights) and StepNet finds them.
+        model.nade = nade_layer(cfg.nade_units)
+        model.nade.build(None)
+    return model
 
 
 # The rest of the model-module interface of musicgen.train (the data side is in .windows):
 
 def epoch_metrics(logs: dict) -> dict:
-    """Binary cross-entropy (mean over cells) -> nats per frame (sum over the 128 pitches)."""
-    return {name.replace("loss", "nll"): 128 * float(v) for name, v in logs.items() if name.endswith("loss")}
+    """``bce`` (mean over the target cells of real frames) -> ``nll``, nats per frame (x 128 pitches)."""
+    return {name.replace("bce", "nll"): 128 * float(v) for name, v in logs.items() if name.endswith("bce")}
 
 
 def callbacks(cfg: LSTMConfig, model) -> list:
-    return []
+    """With ``cfg.patience``: stop after that many epochs without a better validation loss, and
+    halve the learning rate after half as many. Every worker sees the same (all-reduced) logs, so
+    all stop at the same epoch."""
+    from ..keras import keras
+
+    if not cfg.patience:
+        return []
+    return [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), verbose=0),
+            keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, verbose=0)]

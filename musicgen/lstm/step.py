@@ -32,10 +32,13 @@ def zero_state(cfg: LSTMConfig, rows: int = 1) -> list[np.ndarray]:
 
 def cell(ops, x, state, layers, out, units: int):
     """One step of the stacked LSTM and its output layer for a batch: inputs (B, features) and
-    state -> (probabilities (B, 128), new state), with ``ops`` numpy's or TensorFlow's operations.
+    state -> (head output, new state), with ``ops`` numpy's or TensorFlow's operations.
 
-    ``layers`` holds, per LSTM, [kernel; recurrent_kernel] and bias; ``out`` the output kernel and
-    bias, with the copy gate's ``keep`` Dense fused after ``next_frame``'s 128 columns.
+    ``layers`` holds, per LSTM, [kernel; recurrent_kernel] and bias; ``out`` (:class:`Out`) the
+    output Dense layers fused into one kernel: ``next_frame``'s 128 columns, the copy gate's
+    ``keep`` (128) if there is one, the NADE's hidden biases (``nade_units``) if it is the head.
+    The head output is the factorized head's probabilities (B, 128), or NADE's biases: visible
+    (128) then hidden (:func:`nade`).
     """
     u, h_in, new_state = units, x, []
     for i, (k, b) in enumerate(layers):
@@ -45,11 +48,49 @@ def cell(ops, x, state, layers, out, units: int):
         h = gates[:, 3 * u:] * ops.tanh(c)
         new_state += [h, c]
         h_in = h
-    w_out, b_out = out
-    logits = ops.matmul(h_in, w_out) + b_out
-    if w_out.shape[1] > 128:  # the copy gate: frame * keep(h)
-        logits = logits[:, :128] + x[:, :128] * logits[:, 128:]
-    return _sigmoid(ops, logits), new_state
+    logits = ops.matmul(h_in, out.kernel) + out.bias
+    visible = logits[:, :128]
+    if out.keep:  # the copy gate: frame * keep(h)
+        visible = visible + x[:, :128] * logits[:, 128:256]
+    if out.hidden:
+        return ops.concat([visible, logits[:, -out.hidden:]], 1), new_state
+    return _sigmoid(ops, visible), new_state
+
+
+class Out(types.SimpleNamespace):
+    """The fused output layers of :func:`cell`: ``kernel``, ``bias``, ``keep`` (a copy gate's
+    columns follow the first 128), ``hidden`` (NADE hidden units in the last columns, or 0)."""
+
+
+def nade(biases: np.ndarray, w: np.ndarray, v: np.ndarray, u=None, temps=None, frames=None):
+    """NADE over one frame per row, pitch by pitch from the lowest: (conditionals (B, D), frames (B, D)).
+
+    ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128), ``w`` and ``v`` (D, H) the NADE's
+    weights: the arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a
+    time. With ``frames`` given the conditionals are those of these frames (scoring); otherwise
+    pitch i of row r sounds when ``u[r, i]`` is below its conditional, the logit divided by
+    ``temps[r]`` (sampling). A row's numbers depend only on its own biases and uniforms: each row
+    sums its own products (no matmul across rows).
+    """
+    d = len(w)
+    b_v, a = biases[:, :d], np.array(biases[:, d:], np.float32)
+    sampling = frames is None
+    out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
+    probs = np.empty_like(out)
+    hidden = _sigmoid(NUMPY, a)
+    for i in range(d):
+        logit = b_v[:, i] + (hidden * v[i]).sum(1)
+        if sampling:
+            p = _sigmoid(NUMPY, logit / temps)  # float32: temperature 1 divides exactly
+            out[:, i] = u[:, i] < p
+        else:
+            p = _sigmoid(NUMPY, logit)
+        probs[:, i] = p
+        on = out[:, i]
+        if on.any():  # the hidden units change only when a pitch sounds (rows off add 0: same bits)
+            a += on[:, None] * w[i]
+            hidden = _sigmoid(NUMPY, a)
+    return probs, out
 
 
 def _sigmoid(ops, z):
@@ -67,14 +108,18 @@ class StepNet:
         for i in range(cfg.layers):  # [input, h] @ [kernel; recurrent_kernel]
             k = np.concatenate([w[f"lstm_{i}/kernel"], w[f"lstm_{i}/recurrent_kernel"]]).astype(np.float32)
             self.layers.append((np.ascontiguousarray(k), w[f"lstm_{i}/bias"].astype(np.float32)))
-        names = ["next_frame"] + (["keep"] if cfg.skip and not cfg.many_to_one else [])
-        self.out = (np.ascontiguousarray(np.concatenate([w[f"{k}/kernel"] for k in names], axis=1), np.float32),
-                    np.concatenate([w[f"{k}/bias"] for k in names]).astype(np.float32))
+        keep = cfg.skip and not cfg.many_to_one
+        names = ["next_frame"] + (["keep"] if keep else []) + (["nade_hidden"] if cfg.head == "nade" else [])
+        self.out = Out(kernel=np.ascontiguousarray(np.concatenate([w[f"{k}/kernel"] for k in names], axis=1), np.float32),
+                       bias=np.concatenate([w[f"{k}/bias"] for k in names]).astype(np.float32),
+                       keep=keep, hidden=cfg.nade_units if cfg.head == "nade" else 0)
+        # NADE's weights, (128, H) each, rows contiguous: pitch i's are read one at a time
+        self.nade_weights = (model.nade.w.numpy(), model.nade.v.numpy()) if cfg.head == "nade" else None
         big = sum(k.size for k, _ in self.layers) >= XLA_MIN_WEIGHTS
         self.batched = self._xla() if big else None  # the several-row backend, if it pays
 
     def step(self, x: np.ndarray, state: list[np.ndarray]):
-        """Inputs (B, features) and state -> (probabilities (B, 128), new state), numpy arrays."""
+        """Inputs (B, features) and state -> (head output (B, 128 [+ H]), new state), numpy arrays."""
         x, state = np.asarray(x, np.float32), [np.asarray(s, np.float32) for s in state]
         if len(x) > 1 and self.batched is not None:
             probs, new_state = self.batched(x, state)
@@ -87,7 +132,8 @@ class StepNet:
 
         cfg, ops = self.cfg, types.SimpleNamespace(matmul=tf.linalg.matmul, concat=tf.concat, tanh=tf.tanh)
         layers = [(tf.constant(k), tf.constant(b)) for k, b in self.layers]
-        out = (tf.constant(self.out[0]), tf.constant(self.out[1]))
+        out = Out(kernel=tf.constant(self.out.kernel), bias=tf.constant(self.out.bias), keep=self.out.keep,
+                  hidden=self.out.hidden)
         spec = [tf.TensorSpec((None, n_features(cfg)), tf.float32),
                 [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)]
         return tf.function(lambda x, state: cell(ops, x, state, layers, out, cfg.units),
