@@ -91,7 +91,7 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
                 "copy_last_nll": full["copy_last"]["nll"]}, "music": full["music"]}
 
 
-def run_poly(datasets, src: str, out: str, *, presets=("tiny",), epochs: int | None = None,
+def run_poly(datasets, src: str, out: str, *, presets=("joint",), epochs: int | None = None,
              workers: int = 1, seed: int = 0, progress: bool = True) -> dict:
     """Benchmark each dataset with each LSTM preset: dataset under ``out/NAME/dataset``, runs under
     ``out/NAME/PRESET`` (a finished one is reused), scores; writes ``out/poly.md`` and

@@ -394,9 +394,9 @@ def _benchmark_arguments(c):
                    help="comma-separated (default: all four: JSB_Chorales,Nottingham,MuseData,Piano_midi)")
     k.add_argument("--from", dest="src", default=".", metavar="DIR",
                    help="folder holding the NAME.mat files (default: the current folder)")
-    k.add_argument("--preset", type=_lstm_presets, default="tiny",
-                   help=f"LSTM presets, comma-separated: {', '.join(PRESETS['lstm'])} (default tiny; "
-                   "tiny,factorized: both heads in one table)")
+    k.add_argument("--preset", type=_lstm_presets, default="joint",
+                   help=f"LSTM presets, comma-separated: {', '.join(PRESETS['lstm'])} (default joint: trained "
+                   "until validation stops improving; joint,factorized: both heads in one table)")
     k.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     k.add_argument("--out", default="benchmark-poly", help="output folder: datasets, runs, poly.md, poly.json "
                    "(default benchmark-poly); finished runs there are reused")

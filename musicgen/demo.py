@@ -29,10 +29,6 @@ from .prepare import PrepareConfig, prepare, summary
 
 PROMPT_STEPS = 64  # 4 bars of 4/4
 EXTEND_STEPS = 64
-# The demo's budget: the tiny LSTM trains for a fixed number of epochs (each at least 100 batches)
-# instead of until its validation loss stops improving (minutes, not most of an hour); the VAE as
-# its preset says.
-DEMO_EPOCHS = {"lstm": 6, "vae": None}
 
 
 def run_demo(out: str, limit: int | None = None, epochs: int | None = None, models: bool = True) -> dict:
@@ -125,7 +121,7 @@ def _models(out, dataset, epochs, step) -> dict:
 
     runs = {kind: os.path.join(out, "runs", kind) for kind in ("lstm", "vae")}
     for kind, run in runs.items():
-        cfg = preset(kind, "tiny", epochs=epochs or DEMO_EPOCHS[kind])
+        cfg = preset(kind, "tiny", epochs=epochs)
         with step(f"train {kind} (tiny preset, {cfg.epochs} epochs) -> {run}", heartbeat=True):
             if not Run(run).is_trained():
                 train(kind, dataset, run, cfg)

@@ -25,7 +25,7 @@ def test_overrides_replace_fields_and_none_keeps_the_preset():
 
 @pytest.mark.parametrize("kind, name, overrides, match", [
     ("gan", "tiny", {}, "model kind"),
-    ("lstm", "huge", {}, "preset must be one of tiny, factorized, paper"),
+    ("lstm", "huge", {}, "preset must be one of tiny, joint, factorized, paper"),
     ("lstm", "tiny", {"colour": "red"}, "unknown lstm setting"),
     ("lstm", "tiny", {"layers": 4}, "layers must be between 1 and 3"),
     ("lstm", "tiny", {"dropout": 0.99}, "dropout"),

@@ -47,8 +47,8 @@ TRIAL_RESOURCES = {"CPU": 0, "memory": 256 << 20}
 # What a trial trains when --epochs / --steps-per-epoch are not given. `tiny` is the quick CPU
 # search: 3 epochs of 16 batches each (ASHA compares trials after every epoch), so that even
 # 3 x 1024-unit trials end in minutes on a laptop; `paper` trains as its preset says.
-SEARCH_BUDGET = {"tiny": {"epochs": 3, "steps_per_epoch": 16}, "factorized": {"epochs": 3, "steps_per_epoch": 16},
-                 "paper": {}}
+QUICK = {"epochs": 3, "steps_per_epoch": 16}
+SEARCH_BUDGET = {"tiny": QUICK, "joint": QUICK, "factorized": QUICK, "paper": {}}
 
 
 def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = None, base_preset: str = "tiny",
