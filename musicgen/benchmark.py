@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from .poly import DATASETS, KEYS, LOWEST
+from .run import STEP_POSITIONS
 
 # Published test NLL, nats per time step (88 pitches, frames 1..T-1), as collected in
 # ../shared/data/poly-music/SOURCE.md. (model, output layer, citation, {dataset: nll}).
@@ -41,10 +42,10 @@ PUBLISHED = [
      {"JSB_Chorales": 5.12, "Nottingham": 2.31, "MuseData": 6.05, "Piano_midi": 7.05}),
 ]
 
-POSITION_NOTE = ("The LSTM's bar-position input counts bars of 16 steps from each piece's start (4/4 at 4 steps "
-                 "per beat); these datasets have 1 (JSB) or 2 steps per beat, so the position it sees is not the "
-                 "bar's. Meter-aware positions (4- and 8-step bars here) are in the library (issue 11, item 4) but "
-                 "not yet used in training.")
+POSITION_NOTE = ("Bar positions (the LSTM's position input): `meter`, each piece's bars on the dataset's grid "
+                 "(these files carry no time signatures, so 4/4: bars of 4 steps at JSB's 1 step per beat, of 8 at "
+                 "the others' 2); `steps`, bars of 16 steps counted from each piece's start (runs trained before "
+                 "datasets held time signatures), which on these grids are not the bars.")
 
 
 def parse_datasets(text: str) -> list[str]:
@@ -62,30 +63,31 @@ def parse_datasets(text: str) -> list[str]:
 def on_keyboard(predict):
     """A 128-pitch next-frame predictor as one over the 88 keys (pitches 21..108): it takes and
     returns (T, 88) arrays, so that :func:`musicgen.metrics.evaluate` sums over the 88 pitches."""
-    def predict88(keys: np.ndarray) -> np.ndarray:
+    def predict88(keys: np.ndarray, *positions) -> np.ndarray:
         full = np.zeros((len(keys), 128), np.float32)
         full[:, LOWEST:LOWEST + KEYS] = keys
-        return np.asarray(predict(full))[:, LOWEST:LOWEST + KEYS]
+        return np.asarray(predict(full, *positions))[:, LOWEST:LOWEST + KEYS]
     return predict88
 
 
 def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     """Test-split scores of a trained LSTM run and of ``copy_last`` on the 88 keys, plus
     ``musicgen evaluate``'s own 128-pitch result (``evaluate_128``)."""
-    from .dataset import load_rolls
+    from .dataset import iter_records, load_rolls
     from .evaluate import _rounded, decider, evaluate_run
     from .generate import load_extender
     from .metrics import CopyLast, evaluate
 
-    extender, _ = load_extender(run)
+    extender, info = load_extender(run)
     cfg = extender.cfg
-    test = list(load_rolls(data, "test").values())
-    keys = [r[:, LOWEST:LOWEST + KEYS] for r in test]
+    test = list(iter_records(data, "test"))
+    keys = [r.roll[:, LOWEST:LOWEST + KEYS] for r in test]
+    positions = [extender.positions(len(r.roll), r.time_signatures) for r in test]
     copy_last = CopyLast().fit(load_rolls(data, "train").values())
     full = evaluate_run(run, data, "test", threshold=threshold)
     decide = decider(extender, threshold)
-    model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide))
-    return {"head": cfg.head, "model": _rounded(model),
+    model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide), positions)
+    return {"head": cfg.head, "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
                 "copy_last_nll": full["copy_last"]["nll"]}, "music": full["music"]}
@@ -187,14 +189,16 @@ def markdown(results: dict) -> str:
     for model, output, cite, figures in PUBLISHED:
         lines.append(f"| {model} ({cite}) | {output} | " + " | ".join(cell(figures.get(n)) for n in names) + " |")
     lines += ["", "| dataset | preset | frame accuracy | `copy_last` | clash share: model / real | epochs | "
-              "test frames | wall s (dataset / train / evaluate) |", "|---|---|---:|---:|---|---:|---:|---|"]
+              "bar positions | test frames | wall s (dataset / train / evaluate) |",
+              "|---|---|---:|---:|---|---:|---|---:|---|"]
     for n in names:
         for p, r in ours.get(n, {}).items():
             s, m = r["seconds"], r.get("music", {})
             clash = (f"{m['model']['clash_share']:.3f} / {m['real']['clash_share']:.3f}"
                      if m.get("pairs") else "")
             lines.append(f"| {DATASETS[n].title} | `{p}` | {r['model']['accuracy']:.3f} | "
-                         f"{r['copy_last']['accuracy']:.3f} | {clash} | {r['epochs']} | {r['model']['frames']} | "
+                         f"{r['copy_last']['accuracy']:.3f} | {clash} | {r['epochs']} | "
+                         f"{r.get('bar_positions', STEP_POSITIONS)} | {r['model']['frames']} | "
                          f"{s['total']:.0f} ({s['dataset']:.0f} / {s['train']:.0f} / {s['evaluate']:.0f}) |")
     lines += ["", "Frame accuracy: Bay et al.'s TP / (TP + FP + FN), counts pooled over all test frames; the "
               "factorized head's probabilities are thresholded at 0.5, the NADE head decides each frame pitch by "

@@ -124,11 +124,12 @@ def cmd_train(args):
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
-                 "nade_units": args.nade_units, "patience": args.patience}
+                 "nade_units": args.nade_units, "patience": args.patience, "meter": args.meter}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
-        raise MusicgenError("--layers, --units, --window, --head, --nade-units and --patience are LSTM settings")
+        raise MusicgenError("--layers, --units, --window, --head, --nade-units, --patience and --no-meter "
+                            "are LSTM settings")
     cfg = preset(args.model, args.preset, **overrides)
     metrics = train(args.model, args.data, args.out, cfg, workers=args.workers, gpu=args.gpu, seed=args.seed,
                     resume=args.resume)
@@ -319,7 +320,8 @@ def _train_arguments(c):
     c.add_argument("--data", required=True, help="prepared dataset (folder or s3://)")
     c.add_argument("--out", required=True, help="run folder or s3:// prefix (checkpoints, model, metrics)")
     c.add_argument("--preset", default="tiny", choices=sorted({n for p in PRESETS.values() for n in p}),
-                   help="model preset (default tiny; LSTM: tiny (joint frame), factorized, paper)")
+                   help="model preset (default tiny; LSTM: tiny (the joint-frame net, a 10-minute budget), "
+                   "joint (the same until validation stops improving), factorized, paper)")
     c.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     c.add_argument("--batch-size", type=_positive)
     c.add_argument("--learning-rate", type=float)
@@ -329,6 +331,9 @@ def _train_arguments(c):
     c.add_argument("--head", choices=list(HEADS), help="LSTM output: nade (the frame jointly) or factorized")
     c.add_argument("--nade-units", type=_positive, help="hidden units of the NADE head")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
+    c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
+                   help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "
+                   "signatures (for a corpus whose time signatures are wrong)")
     c.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
     c.add_argument("--gpu", action="store_true", help="one GPU per worker")
     c.add_argument("--seed", type=int, default=0)

@@ -42,6 +42,10 @@ class LSTMConfig:
     transpose: int = 5  # random transposition of each training window, +-semitones
     position: bool = True  # feed the position in the bar (one-hot of steps_per_bar) as an input
     steps_per_bar: int = 16  # width of the bar-position one-hot: position p -> column p % 16 (a longer bar wraps)
+    # Bar positions from each piece's own time signatures on the dataset's grid (3/4 at 4 steps per
+    # beat: bars of 12). False: steps counted from each piece's start in bars of steps_per_bar, as
+    # every LSTM before datasets held time signatures (for a corpus whose time signatures lie).
+    meter: bool = True
     many_to_one: bool = False
     skip: bool = True  # a copy gate: the current frame feeds the next frame's logits (lstm._output)
     steps_per_epoch: int | None = None  # None: enough batches to see every training frame once

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import load_rolls, read_manifest
+from .dataset import iter_records, load_rolls, read_manifest
 from .errors import ArgumentError, DataError
 from .metrics import CopyLast, PitchPrior, compare_to_corpus, continuation_stats, evaluate, sample_stats
 from .run import Run
@@ -37,13 +37,14 @@ def evaluate_run(run: str, data: str, split: str = "test", threshold: float = 0.
                         f"{manifest.get('steps_per_second')} per second, width {manifest.get('width')}) differs "
                         f"from the model's ({info.get('steps_per_beat')}, {info.get('steps_per_second')}, "
                         f"{info.get('width')})")
-    rolls = list(load_rolls(data, split).values())
-    if not rolls:
+    records = list(iter_records(data, split))
+    if not records:
         raise DataError(f"{data}: the {split} split is empty")
+    rolls = [r.roll for r in records]
     kind, cfg, _, model = trained.load()  # after the checks: a bad dataset fails before the weights load
     result = {"kind": kind, "run": run, "data": data, "split": split, "pieces": len(rolls)}
     if kind == "lstm":
-        result.update(_lstm(cfg, model, data, info, rolls, threshold, prompts))
+        result.update(_lstm(cfg, model, data, info, records, threshold, prompts))
     else:
         result.update(_vae(cfg, model, info, rolls, samples, seed))
     return result
@@ -59,18 +60,21 @@ def baselines(train_data: str, rolls, threshold: float = 0.5) -> dict:
             "pitch_prior": _rounded(evaluate(PitchPrior().fit(train).predict, rolls, threshold))}
 
 
-def _lstm(cfg, model, data, info, rolls, threshold, prompts) -> dict:
+def _lstm(cfg, model, data, info, records, threshold, prompts) -> dict:
     from .generate import bar_grid
     from .lstm import Extender
 
     extender = Extender.from_training_model(cfg, model, **bar_grid(info))
-    scores = _rounded(evaluate(extender.predict_next, rolls, threshold, decide_fn=decider(extender, threshold)))
+    rolls = [r.roll for r in records]
+    positions = [extender.positions(len(r.roll), r.time_signatures) for r in records]  # as it was trained
+    scores = _rounded(evaluate(extender.predict_next, rolls, threshold, decide_fn=decider(extender, threshold),
+                               positions=positions))
     # A test-only dataset (other music, --split 0,0,1) has no train split: the baselines then learn
     # from what the model learned from.
     has_train = read_manifest(data).get("counts", {}).get("train", 0) > 0
     out = {**scores, "threshold": threshold, **baselines(data if has_train else info["data"], rolls, threshold)}
     out["nll_vs_copy_last"] = round(scores["nll"] / out["copy_last"]["nll"], 4)
-    out["music"] = music(extender, rolls, music_steps(info), prompts)
+    out["music"] = music(extender, rolls, music_steps(info), prompts, [r.time_signatures for r in records])
     return out
 
 
@@ -79,7 +83,7 @@ def decider(extender, threshold: float):
     pitch by pitch), or None for the factorized head, whose probabilities are thresholded."""
     if extender.cfg.head == "factorized":
         return None
-    return lambda roll: extender.predict_frames(roll, threshold)
+    return lambda roll, positions=None: extender.predict_frames(roll, threshold, positions=positions)
 
 
 def music_steps(info: dict) -> int:
@@ -92,22 +96,31 @@ def music_steps(info: dict) -> int:
 def held_out_pairs(rolls, steps: int, prompts: int | None = None) -> tuple[list, list]:
     """(prompts, real continuations) of the first ``prompts`` (None: all) of ``rolls`` that are at
     least ``2 * steps`` long: each piece's first ``steps`` frames and the ``steps`` that follow."""
-    pieces = [r for r in rolls if len(r) >= 2 * steps][:prompts]
+    pieces = [rolls[i] for i in _long_enough(rolls, steps, prompts)]
     return [r[:steps] for r in pieces], [r[steps:2 * steps] for r in pieces]
 
 
-def music(extender, rolls, steps: int, prompts: int = 32) -> dict:
+def _long_enough(rolls, steps: int, prompts: int | None) -> list[int]:
+    return [i for i, r in enumerate(rolls) if len(r) >= 2 * steps][:prompts]
+
+
+def music(extender, rolls, steps: int, prompts: int = 32, time_signatures=None) -> dict:
     """Continuations of held-out prompts next to the real ones (:func:`continuation_stats`).
 
     The first ``prompts`` of ``rolls`` (in order) at least ``2 * steps`` long each give a prompt,
     their first ``steps`` frames, and a real continuation, the ``steps`` frames that follow
     (:func:`held_out_pairs`); ``extender`` continues the prompts together by ``steps`` at
-    temperature 1 with seeds 0, 1, ... (the same result on every call). With no piece long enough,
+    temperature 1 with seeds 0, 1, ... (the same result on every call), each in its piece's meter
+    (``time_signatures``, one list per roll; None: 4/4). With no piece long enough,
     ``pairs`` is 0 and every statistic NaN. Returns ``prompt_steps``, ``continuation_steps``,
     ``temperature`` and the statistics.
     """
     heads, truths = held_out_pairs(rolls, steps, prompts)
-    made = extender.extend(heads, steps, temperature=1.0, seeds=list(range(len(heads)))) if heads else []
+    meters = None
+    if time_signatures is not None:  # a prompt's meter: the time signatures of its own steps
+        meters = [[m for m in time_signatures[i] if m[0] < steps] for i in _long_enough(rolls, steps, prompts)]
+    made = extender.extend(heads, steps, temperature=1.0, seeds=list(range(len(heads))),
+                           time_signatures=meters) if heads else []
     return {"prompt_steps": steps, "continuation_steps": steps, "temperature": 1.0,
             **_rounded(continuation_stats(heads, made, truths))}
 

@@ -12,12 +12,7 @@ from .errors import DataError, MidiError
 from .lstm import check_extend_args
 from .midi import MAX_STEPS as MAX_ROLL_STEPS
 from .midi import Piece, read_midi, roll_to_midi
-
-
-#: ``bar_positions`` in a run's model/config.json: its LSTM was trained on each piece's own bar
-#: positions (its time signatures on the grid). A run without it was trained on steps counted from
-#: each piece's start (bars of ``steps_per_bar``, whatever the meter) and is extended so.
-METER_POSITIONS = "meter"
+from .run import METER_POSITIONS
 
 
 def load_extender(run: str):

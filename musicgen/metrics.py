@@ -16,6 +16,7 @@ ints, floats (NaN included: ``json.dumps`` writes it as ``NaN``), lists and ``No
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Iterable
 
@@ -127,7 +128,8 @@ class FrameScores:
 
 
 def evaluate(predict_fn: Callable[[np.ndarray], np.ndarray], rolls: Iterable[np.ndarray],
-             threshold: float = 0.5, decide_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+             threshold: float = 0.5, decide_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+             positions: Iterable[np.ndarray] | None = None) -> dict:
     """Score a next-frame predictor over pieces; returns :meth:`FrameScores.result`.
 
     ``predict_fn(roll)`` must return probabilities (T - 1, 128) for frames 1..T-1 of a (T, 128)
@@ -136,18 +138,22 @@ def evaluate(predict_fn: Callable[[np.ndarray], np.ndarray], rolls: Iterable[np.
     frame's exact NLL); the targets are ``binarize(roll[1:])``. ``decide_fn(roll)``, if given,
     returns the predicted frames (T - 1, 128) that accuracy, precision, recall and F1 count;
     otherwise a pitch is predicted where its probability reaches ``threshold``.
+    ``positions``, one per roll (its steps' bar positions, ``musicgen.dataset.Record.positions``),
+    are passed on: ``predict_fn(roll, positions)``, ``decide_fn(roll, positions)``.
     Pieces shorter than 2 frames have nothing to predict and are skipped.
     """
     scores = FrameScores(threshold)
-    for roll in rolls:
+    given = positions is not None
+    for roll, pos in zip(rolls, positions if given else itertools.repeat(None)):
         roll = _roll(roll)
         if roll.shape[0] < 2:
             continue
-        probs = np.asarray(predict_fn(roll))
+        extra = (pos,) if given else ()
+        probs = np.asarray(predict_fn(roll, *extra))
         if probs.shape != (roll.shape[0] - 1, roll.shape[1]):
             raise ValueError(f"predictor returned shape {probs.shape} for a roll of shape {roll.shape}; "
                              f"expected {(roll.shape[0] - 1, roll.shape[1])}")
-        scores.add(probs, roll[1:], None if decide_fn is None else decide_fn(roll))
+        scores.add(probs, roll[1:], None if decide_fn is None else decide_fn(roll, *extra))
     return scores.result()
 
 

@@ -2,8 +2,9 @@
 
 What ``musicgen train --out RUN`` leaves::
 
-    RUN/model/config.json   kind, config, steps_per_beat, width, data (and the VAE's threshold, and
-                            steps_per_second for a dataset on a grid in seconds)
+    RUN/model/config.json   kind, config, steps_per_beat, width, data (and the VAE's threshold,
+                            steps_per_second for a dataset on a grid in seconds, and the LSTM's
+                            bar_positions: METER_POSITIONS or STEP_POSITIONS)
     RUN/model/weights.h5    the training model's weights (model/ is a copy of the best checkpoint)
     RUN/metrics.json        kind, the best epoch's metrics, epochs, workers, data, plan, config
     RUN/history.json        every epoch's metrics, {name: [value per epoch]}
@@ -32,6 +33,18 @@ HISTORY = "history.json"
 LOSS_PNG = "loss.png"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+#: ``bar_positions`` of an LSTM run (model/config.json): its net was trained on each piece's own
+#: bar positions (its time signatures on the grid), or on steps counted from each piece's start
+#: (bars of ``steps_per_bar`` whatever the meter: ``meter=False``, and every run from before
+#: datasets held time signatures, which has no ``bar_positions`` at all).
+METER_POSITIONS = "meter"
+STEP_POSITIONS = "steps"
+
+
+def uses_meter(kind: str, cfg) -> bool:
+    """Whether a model of ``kind`` with config ``cfg`` reads each piece's bar positions from its
+    time signatures (an LSTM with a position input and ``meter``)."""
+    return kind == "lstm" and cfg.position and cfg.meter
 
 
 def model_module(kind: str):
@@ -153,6 +166,8 @@ class Run:
             info["steps_per_second"] = manifest["steps_per_second"]
         if threshold is not None:
             info["threshold"] = float(threshold)
+        if kind == "lstm":
+            info["bar_positions"] = METER_POSITIONS if uses_meter(kind, cfg) else STEP_POSITIONS
         self._write_json(f"{MODEL_DIR}/{CONFIG}", info)  # last: it marks the run finished
         self._info = info
         return metrics

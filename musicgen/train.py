@@ -22,18 +22,20 @@ import numpy as np
 
 from . import storage
 from .config import from_dict, to_dict
-from .dataset import iter_records, read_manifest, shard_paths
+from .dataset import beat_grid, iter_records, read_manifest, shard_paths, time_signatures_of
 from .errors import DataError
-from .run import CHECKPOINTS, WEIGHTS, Run, model_module
+from .midi import bar_positions
+from .run import CHECKPOINTS, WEIGHTS, Run, model_module, uses_meter
 
 STATE = "state.json"  # in a checkpoint: its epoch, kind and config
 EPOCHS = "history.json"  # in a checkpoint: every epoch's metrics so far (checkpoints get pruned)
 CACHE_BYTES = 256 << 20  # a worker's shard of at most this many roll bytes is read once (_rolls_forever)
 BLOCK_BYTES = 4 << 20  # Ray Data blocks of a training read (read_split): ~100 pieces of the beat grid
+METER_COLUMNS = ["meter_rows", "meter_num", "meter_den"]  # a piece's time signatures (dataset format 2)
 
 
-def _rolls_forever(shard, seed: int, cache_bytes: int = CACHE_BYTES):
-    """Rolls (float32, steps x width) of a Ray Data shard, epoch after epoch, in shuffled order.
+def _rolls_forever(shard, seed: int, meter=None, cache_bytes: int = CACHE_BYTES):
+    """Pieces of a Ray Data shard (:func:`_shard_pass`), epoch after epoch, in shuffled order.
 
     A shard whose rolls fit in ``cache_bytes`` is read once and then replayed from memory in a
     new order each pass: a pass over a small corpus (JSB Chorales: 229 pieces, 15 batches) took
@@ -41,40 +43,53 @@ def _rolls_forever(shard, seed: int, cache_bytes: int = CACHE_BYTES):
     pass, in bounded memory.
     """
     cache, size = [], 0
-    for roll in _shard_pass(shard, seed):
+    for piece in _shard_pass(shard, seed, meter):
         if cache is not None:
-            size += roll.nbytes
+            size += sum(a.nbytes for a in (piece if meter else (piece,)))
             cache = cache if size <= cache_bytes else None
             if cache is not None:
-                cache.append(roll)
-        yield roll
+                cache.append(piece)
+        yield piece
     epoch = 1
     while True:
         if cache is not None:
             yield from (cache[i] for i in np.random.default_rng(seed + epoch).permutation(len(cache)))
         else:
-            yield from _shard_pass(shard, seed + epoch)
+            yield from _shard_pass(shard, seed + epoch, meter)
         epoch += 1
 
 
-def _shard_pass(shard, seed: int):
-    """One pass over a Ray Data shard's rolls, locally shuffled with ``seed``."""
+def _shard_pass(shard, seed: int, meter=None):
+    """One pass over a Ray Data shard's pieces, locally shuffled with ``seed``: rolls (float32,
+    steps x width), or with ``meter`` (:func:`_meter`) (roll, bar positions) pairs."""
     from .dataset import decode_roll
 
     for batch in shard.iter_batches(batch_size=8, batch_format="numpy",
                                     local_shuffle_buffer_size=32, local_shuffle_seed=seed):
-        for data, steps, width in zip(batch["roll"], batch["steps"], batch["width"]):
-            yield decode_roll(data, int(steps), int(width))
+        for i, (data, steps, width) in enumerate(zip(batch["roll"], batch["steps"], batch["width"])):
+            roll = decode_roll(data, int(steps), int(width))
+            if meter is None:
+                yield roll
+            else:
+                meters = time_signatures_of({k: batch[k][i] for k in METER_COLUMNS if k in batch})
+                yield roll, bar_positions(meter["steps_per_beat"], meters, len(roll))
 
 
-def _val_rolls(data: str, rank: int, workers: int):
-    """This worker's share of the val split (every ``workers``-th piece), streamed shard by shard."""
+def _val_rolls(data: str, rank: int, workers: int, meter=None):
+    """This worker's share of the val split (every ``workers``-th piece), streamed shard by shard:
+    rolls, or with ``meter`` (roll, bar positions) pairs, as :func:`_shard_pass` gives them."""
     for i, record in enumerate(iter_records(data, "val")):
         if i % workers == rank:
-            yield record.roll
+            yield record.roll if meter is None else (record.roll, record.positions)
 
 
-def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fallback):
+def _meter(kind: str, cfg, manifest: dict):
+    """What a worker needs to place a piece's steps in its bars, or None where the model reads
+    no meter (:func:`musicgen.run.uses_meter`): the dataset's grid."""
+    return {"steps_per_beat": beat_grid(manifest)} if uses_meter(kind, cfg) else None
+
+
+def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fallback, meter=None):
     """``steps`` batches of validation examples, cut piece by piece from this worker's val pieces.
 
     Read straight from the shards every epoch, not through a Ray Data split: a split must be
@@ -85,8 +100,8 @@ def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fa
     size, done, buffer = cfg.batch_size, 0, None
     while done < steps:
         found = False
-        for roll in _val_rolls(data, rank, workers):
-            arrays = module.val_arrays([roll], cfg)
+        for piece in _val_rolls(data, rank, workers, meter):
+            arrays = module.val_arrays([piece], cfg)
             if not len(arrays[0]):
                 continue
             found = True
@@ -104,8 +119,9 @@ def _val_batches(data: str, rank: int, workers: int, module, cfg, steps: int, fa
 
 
 def read_split(data: str, split: str, manifest: dict | None = None):
-    """A split of a prepared dataset as a Ray Data dataset of (steps, width, roll) rows, in blocks
-    of at most about :data:`BLOCK_BYTES`.
+    """A split of a prepared dataset as a Ray Data dataset of (steps, width, roll) rows, with the
+    time signatures (:data:`METER_COLUMNS`) of a dataset that has them, in blocks of at most about
+    :data:`BLOCK_BYTES`.
 
     Ray Data 2.60 lists all the shards in one task and reads them in one task whose output blocks
     grow up to ``target_max_block_size`` (128 MB): with the corpus 10x larger its one block was 10x
@@ -114,10 +130,12 @@ def read_split(data: str, split: str, manifest: dict | None = None):
     """
     import ray.data
 
+    manifest = manifest or read_manifest(data)
+    columns = ["steps", "width", "roll", *(METER_COLUMNS if manifest.get("format", 1) >= 2 else [])]
     ctx = ray.data.DataContext.get_current()
     default, ctx.target_max_block_size = ctx.target_max_block_size, BLOCK_BYTES
     try:
-        return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(["steps", "width", "roll"])
+        return ray.data.read_parquet(shard_paths(data, split, manifest)).select_columns(columns)
     finally:
         ctx.target_max_block_size = default
 
@@ -139,10 +157,11 @@ def train_loop(config: dict) -> None:
     with strategy.scope():
         model = module.compile_model(module.build_model(cfg), cfg)
     start_epoch, history = _resume(model)
+    meter = _meter(kind, cfg, read_manifest(config["data"]))
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    train_rolls = _rolls_forever(ray.train.get_dataset_shard("train"), config["seed"] + rank)
+    train_rolls = _rolls_forever(ray.train.get_dataset_shard("train"), config["seed"] + rank, meter)
     gen = module.train_batches(train_rolls, cfg, rng)
     sample = next(gen)
     signature = tuple(tf.TensorSpec((None, *a.shape[1:]), tf.float32) for a in sample)
@@ -155,7 +174,7 @@ def train_loop(config: dict) -> None:
 
     val_ds, val_steps = None, config["val_steps"]
     if val_steps:
-        args = (config["data"], rank, ctx.get_world_size(), module, cfg, val_steps, sample)
+        args = (config["data"], rank, ctx.get_world_size(), module, cfg, val_steps, sample, meter)
         # Known cardinality makes Keras restart the generator every epoch: the same windows each time.
         val_ds = (tf.data.Dataset.from_generator(lambda: _val_batches(*args), output_signature=signature)
                   .apply(tf.data.experimental.assert_cardinality(val_steps)).with_options(options))

@@ -54,7 +54,7 @@ def _results():
     return {"presets": ["tiny", "factorized"], "epochs": None, "note": "position note", "datasets": {
         "JSB_Chorales": {
             "tiny": {"head": "nade", "model": row(5.123, 0.40, 4648), "copy_last": row(10.456, 0.25, 4648),
-                     "epochs": 40, "music": music,
+                     "epochs": 40, "music": music, "bar_positions": "meter",
                      "seconds": {"dataset": 1.0, "train": 600.0, "evaluate": 5.0, "total": 606.0}},
             "factorized": {"head": "factorized", "model": row(8.123, 0.30, 4648), "copy_last": row(10.456, 0.25, 4648),
                            "epochs": 12, "seconds": {"dataset": 1.0, "train": 60.0, "evaluate": 5.0, "total": 66.0}}},
@@ -79,8 +79,9 @@ def test_table_puts_ours_next_to_the_published_figures(tmp_path):
     assert rnn.endswith("| 8.71 | 8.37 |")
     chung = next(x for x in lines if "Chung" in x)
     assert chung.endswith("| 8.67 |  |")  # no published Piano-midi.de figure: an empty cell
-    assert "| Piano-midi.de | `factorized` | 0.200 | 0.150 |  | 3 | 19011 | 311 (2 / 300 / 9) |" in lines
-    assert "| JSB Chorales | `tiny` | 0.400 | 0.250 | 0.050 / 0.040 | 40 | 4648 | 606 (1 / 600 / 5) |" in lines
+    # a run without bar_positions (trained before datasets held time signatures) counted steps
+    assert "| Piano-midi.de | `factorized` | 0.200 | 0.150 |  | 3 | steps | 19011 | 311 (2 / 300 / 9) |" in lines
+    assert "| JSB Chorales | `tiny` | 0.400 | 0.250 | 0.050 / 0.040 | 40 | meter | 4648 | 606 (1 / 600 / 5) |" in lines
     saved = json.load(open(json_path))
     assert saved["datasets"]["JSB_Chorales"]["factorized"]["model"]["nll"] == 8.123
     assert len(saved["published"]) == len(PUBLISHED)
@@ -141,6 +142,7 @@ def test_a_trained_run_is_scored_on_the_88_keys_next_to_copy_last(head, tmp_path
     write_run(str(tmp_path / "run"), "lstm", cfg, data, tmp_path / "scratch")
     scores = score_run(str(tmp_path / "run"), data)
     assert scores["head"] == head and scores["model"]["frames"] == 3 * 23
+    assert scores["bar_positions"] == "meter"  # 4/4 on the benchmark's grid: bars of 4 steps at 1 per beat
     assert scores["copy_last"]["frames"] == 3 * 23 and math.isfinite(scores["model"]["nll"])
     # the 40 pitches off the keyboard add to musicgen evaluate's 128-pitch figure, never subtract
     assert scores["evaluate_128"]["nll"] > scores["model"]["nll"]

@@ -26,6 +26,7 @@ def one_line_error(p):
     (["prepare", ".", "out", "--split-file", "/no/such/splits.csv"], "/no/such/splits.csv"),
     (["show", "/no/such.mid", "--png", "x.png"], "/no/such.mid"),
     (["corpus", "mozart", "out"], "mozart"),
+    (["train", "vae", "--data", ".", "--out", "o", "--no-meter"], "--no-meter"),  # an LSTM setting
     (["frobnicate"], "frobnicate"),
 ])
 def test_bad_arguments_give_one_line(args, words, tmp_path):

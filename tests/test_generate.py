@@ -197,6 +197,8 @@ def test_a_run_is_extended_with_the_bar_positions_it_was_trained_on(tmp_path):
     import json
     import shutil
 
+    from dataclasses import replace
+
     from musicgen.config import LSTMConfig
     try:
         from tests.run_factory import random_rolls, write_dataset, write_run
@@ -205,15 +207,19 @@ def test_a_run_is_extended_with_the_bar_positions_it_was_trained_on(tmp_path):
 
     data = write_dataset(str(tmp_path / "ds"), {"train": random_rolls(2)}, steps_per_beat=2)
     cfg = LSTMConfig(layers=1, units=8, window=8, dropout=0.0, position=True, steps_per_bar=16)
-    write_run(str(tmp_path / "old"), "lstm", cfg, data, tmp_path)
+    write_run(str(tmp_path / "steps"), "lstm", replace(cfg, meter=False), data, tmp_path)
+    steps, info = generate.load_extender(str(tmp_path / "steps"))
+    assert info["bar_positions"] == "steps" and not steps.meter
+    np.testing.assert_array_equal(steps.positions(30, [(0, 3, 4)]), np.arange(30))
+    shutil.copytree(tmp_path / "steps", tmp_path / "old")  # a run from before: no bar_positions at all
+    config = tmp_path / "old" / "model" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "bar_positions"}))
     old, info = generate.load_extender(str(tmp_path / "old"))
     assert "bar_positions" not in info and not old.meter
     np.testing.assert_array_equal(old.positions(30, [(0, 3, 4)]), np.arange(30))
-    shutil.copytree(tmp_path / "old", tmp_path / "new")
-    config = tmp_path / "new" / "model" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "bar_positions": generate.METER_POSITIONS}))
+    write_run(str(tmp_path / "new"), "lstm", cfg, data, tmp_path)
     new, info = generate.load_extender(str(tmp_path / "new"))
-    assert new.meter and new.steps_per_beat == 2
+    assert info["bar_positions"] == generate.METER_POSITIONS and new.meter and new.steps_per_beat == 2
     np.testing.assert_array_equal(new.positions(30, [(0, 3, 4)]), np.arange(30) % 6)  # 3/4 on 2 per beat
     assert generate.bar_grid({"steps_per_beat": None, "steps_per_second": 50, "bar_positions": "meter"}) == \
         {"steps_per_beat": None, "meter": True}

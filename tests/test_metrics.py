@@ -366,3 +366,26 @@ def test_accuracy_counts_the_decided_frames_when_a_model_gives_them():
     plain, decided = evaluate(probs, [roll]), evaluate(probs, [roll], decide_fn=decide)
     assert plain["nll"] == decided["nll"]
     assert plain["accuracy"] == pytest.approx(1 / 128) and decided["accuracy"] == 1.0
+
+
+def test_evaluate_passes_each_piece_its_bar_positions():
+    """With ``positions`` (one per roll) the predictor and the decider get each piece's own; the
+    baselines, called without, get the roll alone."""
+    from musicgen.metrics import evaluate
+
+    rolls = [empty(4), empty(1), empty(6)]
+    positions = [np.arange(4) % 3, np.zeros(1, np.int64), np.arange(6) % 12]
+    seen = []
+
+    def predict(roll, pos):
+        seen.append(("p", len(roll), tuple(pos)))
+        return np.full((len(roll) - 1, 128), 0.5)
+
+    def decide(roll, pos):
+        seen.append(("d", len(roll), tuple(pos)))
+        return np.zeros((len(roll) - 1, 128))
+
+    evaluate(predict, rolls, decide_fn=decide, positions=positions)
+    assert seen == [("p", 4, (0, 1, 2, 0)), ("d", 4, (0, 1, 2, 0)),  # the one-frame piece is skipped
+                    ("p", 6, tuple(range(6))), ("d", 6, tuple(range(6)))]
+    assert evaluate(lambda r: np.full((len(r) - 1, 128), 0.5), rolls)["frames"] == 8

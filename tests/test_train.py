@@ -34,6 +34,7 @@ def test_train_writes_model_metrics_history_and_curves(lstm_run):
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     info = json.loads((out / "model" / "config.json").read_text())
     assert info["kind"] == "lstm" and info["config"]["units"] == 32 and info["steps_per_beat"] == 4
+    assert info["bar_positions"] == "meter"  # trained on each piece's own bars: generation places steps so
     assert (out / "model" / "weights.h5").stat().st_size > 10_000
     from musicgen.keras import tf  # per-epoch scalars for TensorBoard, under OUT/tensorboard
 
@@ -72,6 +73,60 @@ def test_extend_from_a_run_is_reproducible(lstm_run, chorales):
     with pytest.raises(DataError, match="cannot generate"):
         from musicgen.generate import load_generator
         load_generator(str(out))
+
+
+def test_evaluate_places_each_test_piece_in_its_own_bars(lstm_run, dataset):
+    """``musicgen evaluate`` scores a meter-trained run with each piece's bar positions from its
+    time signatures, as training fed them (the chorales include 3/4 and 3/2 pieces)."""
+    from musicgen.dataset import iter_records
+    from musicgen.evaluate import evaluate_run
+    from musicgen.generate import load_extender
+    from musicgen.metrics import evaluate
+
+    out, _ = lstm_run
+    extender, _ = load_extender(str(out))
+    records = list(iter_records(dataset, "test"))
+    rolls, positions = [r.roll for r in records], [r.positions for r in records]
+    own = evaluate(extender.predict_next, rolls, positions=positions)["nll"]
+    assert evaluate_run(str(out), dataset, "test", prompts=0)["nll"] == pytest.approx(own, abs=1e-5)
+    if any(r.time_signatures and r.time_signatures[0][1:] != (4, 4) for r in records):
+        assert evaluate(extender.predict_next, rolls)["nll"] != pytest.approx(own, abs=1e-5)
+
+
+def test_workers_read_each_piece_bar_positions(ray_local, tmp_path):
+    """A training worker gets every piece with the bar positions of its own time signatures (3/4 and
+    6/8 at 4 steps per beat: bars of 12; a change restarts the bar), train and val alike; a model
+    without meter gets plain rolls; a format-1 dataset (no time signatures) reads as 4/4."""
+    from musicgen.dataset import iter_records, read_manifest
+    from musicgen.midi import bar_positions, roll_to_midi
+    from musicgen.train import _meter, _shard_pass, _val_rolls, read_split
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    meters = [[(0, 3, 4)], [(0, 6, 8)], [(0, 3, 4), (24, 4, 4)], []]
+    for i, ts in enumerate(meters * 2):
+        roll = (rng.random((48 + 4 * i, 128)) < 0.05).astype(np.float32)
+        roll[-1, 60] = 1  # MIDI keeps no trailing silence
+        roll_to_midi(roll, 4, time_signatures=ts).save(str(src / f"p{i}.mid"))
+    ds = str(tmp_path / "ds")
+    prepare(str(src), ds, PrepareConfig(split=(0.5, 0.5, 0.0)), progress=False)
+    manifest = read_manifest(ds)
+    meter = _meter("lstm", preset("lstm", "tiny"), manifest)
+    assert meter == {"steps_per_beat": 4} and _meter("lstm", preset("lstm", "tiny", meter=False), manifest) is None
+    records = {r.roll.tobytes(): r for r in iter_records(ds, None)}
+
+    train = list(_shard_pass(read_split(ds, "train", manifest), 0, meter))
+    val = list(_val_rolls(ds, 0, 1, meter))
+    assert len(train) + len(val) == 8 and train and val
+    for roll, pos in train + val:
+        np.testing.assert_array_equal(pos, records[roll.tobytes()].positions)
+    assert any(pos.max() == 11 for _, pos in train + val)  # a bar of 12 steps, not 16
+    assert any(not np.array_equal(pos, np.arange(len(pos)) % 16) for _, pos in train)
+    assert all(isinstance(p, np.ndarray) for p in _shard_pass(read_split(ds, "train", manifest), 0))
+    old = read_split(ds, "train", {**manifest, "format": 1})  # written before time signatures
+    for roll, pos in _shard_pass(old, 0, meter):
+        np.testing.assert_array_equal(pos, bar_positions(4, [], len(roll)))
 
 
 def test_training_refuses_bad_set_ups(lstm_run, dataset, chorales, tmp_path):

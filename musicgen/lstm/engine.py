@@ -283,7 +283,7 @@ class Extender:
         out = self._call(np.asarray(x, np.float32), *state)
         return out[0].numpy(), [s.numpy() for s in out[1:]]
 
-    def predict_next(self, roll: np.ndarray, chunk: int = 512, positions=None) -> np.ndarray:
+    def predict_next(self, roll: np.ndarray, positions=None, chunk: int = 512) -> np.ndarray:
         """P(pitch sounds at t | frames < t) for t = 1..T-1 of one roll: array (T-1, 128). For the
         NADE head, P(pitch sounds at t | frames < t, the lower pitches of frame t): the
         conditionals whose binary cross-entropy against the roll is its exact NLL. ``positions``:
