@@ -17,7 +17,8 @@ https://github.com/ray-project/ray/issues/65881.
 So Tune trials run their trainers without that cleaner (:func:`without_pg_cleaner`), and the Tune
 driver frees the placement groups of dead actors of its own job, from the Tune loop
 (:func:`release_orphans_callback`) and when a search ends (:func:`release_orphans`), as Ray itself
-does when the job ends.
+does when the job ends. A training run on a Ray without a dashboard does without the cleaner too:
+there it cannot work, and only logs a warning (or a traceback) every second.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -228,7 +229,10 @@ def _report_callback(kind, cfg, module, rank, history, board):
                 _write_json(d, EPOCHS, history)  # the whole history: checkpoints get pruned
                 if rank == 0:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
-                    print(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+                    # not print(): Ray Train routes a worker's print() through the root logger,
+                    # and every epoch line reached the terminal twice
+                    sys.stdout.write(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}: {shown}\n")
+                    sys.stdout.flush()
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
                 else:
                     ray.train.report(metrics)
@@ -322,6 +326,22 @@ def make_trainer(config: dict, datasets: dict, *, workers: int, gpu: bool, name:
     )
 
 
+def _trainer_class():
+    """Ray Train's trainer, less its PlacementGroupCleaner on a Ray without a dashboard (a local
+    one, :func:`musicgen.runtime.ensure_ray`): the cleaner asks the dashboard's state API every
+    second whether the run's controller lives, and without one it only filled the terminal with
+    warnings, or a traceback where two local Rays ran (:mod:`musicgen.raycompat`)."""
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from .runtime import dashboard_url
+
+    if dashboard_url():
+        return TensorflowTrainer
+    from .raycompat import without_pg_cleaner
+
+    return without_pg_cleaner(TensorflowTrainer)
+
+
 def _monitor(val_steps: int) -> str:
     """The metric that picks the best checkpoint: validation loss, or training loss without a val split."""
     return "val_loss" if val_steps else "loss"
@@ -349,7 +369,7 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     trainer = make_trainer(loop_config(kind, cfg, data, steps, seed, tensorboard=run.tensorboard),
                            {"train": read_split(data, "train", manifest)}, workers=workers, gpu=gpu,
                            name=CHECKPOINTS, storage_path=run.location, keep=3, max_failures=3,
-                           cluster_cpus=cluster.get("CPU", 0))
+                           cluster_cpus=cluster.get("CPU", 0), trainer_class=_trainer_class())
     result = trainer.fit()
     if result.error:
         raise result.error

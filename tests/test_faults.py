@@ -60,6 +60,9 @@ def test_resume_continues_a_stopped_run(chorales, tmp_path):
     assert run_cli("prepare", chorales, ds, "--split", "0.8,0.2,0").returncode == 0
     p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "1", *SMALL)
     assert p.returncode == 0, p.stderr[-2000:]
+    shown = p.stdout + p.stderr
+    assert shown.count("[lstm] epoch 1/1:") == 1  # once, not once per console handler
+    assert "PlacementGroupCleaner" not in shown  # none polls a state API that a local Ray lacks
     p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "2", *SMALL)
     assert p.returncode != 0 and "--resume" in p.stderr.strip().splitlines()[-1]
     p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "2", "--resume", *SMALL)
