@@ -11,7 +11,8 @@ What it does and how it measures (figures only; nothing is asserted):
    file). 3% are corrupt, cycling through: truncated, random bytes, header only, five bytes
    flipped in a track, empty, text. One file in 2,500 is pathological, cycling through: a
    million notes (6 MB), a delta time far in the future (2**28 ticks), a hung-note storm (~2,000
-   notes never switched off, a file a million rows long). Built once per N and reused.
+   notes never switched off, a file a million rows long). Built once per N and reused; keep
+   --work on a disk with room (the 100k corpus is ~550 MB, its dataset ~100 MB).
 2. `musicgen prepare SRC DEST --overwrite` as a user runs it, in its own process with its own
    Ray (RAY_ADDRESS=local), timed from spawn to exit (Python start-up, imports, Ray start-up and
    the manifest included), its process tree polled with psutil every 0.2 s: peak RSS is the
@@ -175,19 +176,21 @@ def run_musicgen(src: str, dest: str, kinds: dict, timeout: str) -> dict:
     musicgen = shutil.which("musicgen", path=os.path.dirname(sys.executable)) or "musicgen"
     n = sum(1 for d in os.scandir(src) if d.is_dir() for _ in os.scandir(d.path))
     before = _load()
-    wall, rss, _, _, by_name = measure([musicgen, "prepare", src, dest, "--overwrite", "--file-timeout", timeout],
-                                       {**os.environ, "RAY_ADDRESS": "local"})
-    print("    RSS at the tree's peak: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in
-                                                  sorted(by_name.items(), key=lambda kv: -kv[1])[:6]), flush=True)
+    wall, rss, driver, _, by_name = measure([musicgen, "prepare", src, dest, "--overwrite", "--file-timeout", timeout],
+                                            {**os.environ, "RAY_ADDRESS": "local"})
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
+    print(f"    driver's peak RSS {driver / 1e6:.0f} MB; RSS at the tree's peak: "
+          + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in top), flush=True)
     with open(os.path.join(dest, "manifest.json")) as f:
         m = json.load(f)
     skipped = {os.path.relpath(s["source"], src): s["reason"] for s in m["skipped"]}
     missing = [rel for rel, kind in kinds.items() if kind in PATHOLOGICAL and rel not in skipped]
     missing = missing if len(missing) < 4 else f"{len(missing)} ({missing[0]}, ...)"
     timeouts = sum("--file-timeout" in r for r in skipped.values())
+    cells = sum("max_cells" in r for r in skipped.values())
     print(f"musicgen prepare (CLI): {n} files in {wall:.1f} s = {n / wall:.0f} files/s, peak RSS tree "
           f"{rss / 1e6:.0f} MB; {m['counts']['pieces']} pieces + {len(skipped)} skipped "
-          f"(= {m['counts']['pieces'] + len(skipped)} of {n}), {timeouts} by the time limit; "
+          f"(= {m['counts']['pieces'] + len(skipped)} of {n}), {timeouts} by the time limit, {cells} by max_cells; "
           f"pathological files not skipped: {missing or 'none'}", flush=True)
     for kind in PATHOLOGICAL:
         reasons = {skipped.get(rel, "NOT SKIPPED")[:90] for rel, k in kinds.items() if k == kind}

@@ -303,7 +303,7 @@ def _prepare_arguments(c):
     c.add_argument("--file-timeout", type=_non_negative_float, default=5.0, metavar="SECONDS",
                    help="skip a file whose conversion takes longer (default 5; 0: no limit)")
     c.add_argument("--files-per-shard", type=_positive, default=64,
-                   help="most files per Parquet shard, also the files one Ray task converts (default 64)")
+                   help="most files per Parquet shard (default 64; a Ray task converts ~1000 files, several shards)")
     c.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
 
 

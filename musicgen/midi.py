@@ -52,6 +52,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import chain
 
 import mido
 import numpy as np
@@ -70,6 +71,9 @@ DEFAULT_METER = (4, 4)
 MAX_DENOMINATOR = 256
 
 _NOTE_ON, _NOTE_OFF, _PEDAL = 1, 0, 2
+#: Meta message types whose decoding cannot fail and that read_midi does not use (text, lyrics,
+#: names, markers, end of track): the fast reader skips them instead of asking mido.
+_PLAIN_META = frozenset([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x09, 0x2F])
 _MAX_MESSAGE_BYTES = 1_000_000  # mido's MAX_MESSAGE_LENGTH
 
 
@@ -122,12 +126,14 @@ def _open(data: bytes, name) -> mido.MidiFile:
         raise MidiError(name, f"not a readable MIDI file ({e or type(e).__name__})") from None
 
 
-def _fast_events(data: bytes, sustain: bool):
-    """``(ticks_per_beat, _events(mido.MidiFile(file=data)))`` without building mido's message
-    objects, which is most of the time mido takes to read a file (~5 us a message); or None for
-    anything but a plain file: a truncated or odd chunk, running status after a sysex, system
+def _fast_events(data: bytes, sustain: bool, keep: bool = True):
+    """``(ticks_per_beat, _events(mido.MidiFile(file=data)), note-ons)`` without building mido's
+    message objects, which is most of the time mido takes to read a file (~5 us a message); or None
+    for anything but a plain file: a truncated or odd chunk, running status after a sysex, system
     messages, data bytes over 127... mido then reads it and raises what it raises. Meta messages
-    are decoded by mido itself. tests/test_midi.py checks that both give the same on real and on
+    are decoded by mido itself (but for text and end of track, which cannot fail and say nothing
+    read here). ``keep=False`` keeps no event, only counts the note-ons (a first look at a file
+    that may hold too many). tests/test_midi.py checks that both give the same on real and on
     mutated files.
     """
     n = len(data)
@@ -138,33 +144,42 @@ def _fast_events(data: bytes, sustain: bool):
         return None
     ftype, ntracks, division = struct.unpack(">hhh", data[8:14])
     pos, offset, end = 8 + size, 0, 0
-    events, tempos, sigs = [], [], []
+    out = ([], [], [], [0])
     for t in range(ntracks):
         if data[pos:pos + 4] != b"MTrk" or pos + 8 > n:
             return None
         stop = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
         if stop > n:
             return None
-        tick = _fast_track(data, pos + 8, stop, t, offset, sustain, (events, tempos, sigs))
+        tick = _fast_track(data, pos + 8, stop, t, offset, sustain, out, keep)
         if tick is None:
             return None
         pos, end = stop, max(end, tick)
         if ftype == 2:
             offset = tick
+    events, tempos, sigs, (ons,) = out
     events.sort()
     tempos.sort(key=lambda x: x[0])
     sigs.sort(key=lambda x: x[0])
-    return division, (events, tempos, sigs, end)
+    return division, (events, tempos, sigs, end), ons
 
 
-def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bool, out):
+def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bool, out, keep: bool):
     """Decode one track's bytes ``data[pos:stop]`` (track number ``t``, starting at ``tick``) into
-    ``out`` = (events, tempos, time signatures) as :func:`_fast_events` does; returns the track's
-    last tick, or None for anything left to mido."""
-    events, tempos, sigs = out
+    ``out`` = (events, tempos, time signatures, [note-ons so far]) as :func:`_fast_events` does;
+    returns the track's last tick, or None for anything left to mido. Without ``keep`` note and
+    pedal events are only counted."""
+    events, tempos, sigs, ons = out
+    append, count = events.append, ons[0]
     i, last = 0, None
     while pos < stop:
-        delta, pos = _varlen(data, pos, stop)
+        b = data[pos]
+        if b < 0x80:  # most delta times are one or two bytes
+            delta, pos = b, pos + 1
+        elif pos + 1 < stop and data[pos + 1] < 0x80:
+            delta, pos = (b & 0x7F) << 7 | data[pos + 1], pos + 2
+        else:
+            delta, pos = _varlen(data, pos, stop)
         tick += delta
         if pos >= stop:
             return None
@@ -185,11 +200,15 @@ def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bo
                 return None
             pos += 1 + two
             if kind == 0x90:
-                events.append((tick, t, i, _NOTE_ON if d2 else _NOTE_OFF, status & 0x0F, d1, d2))
+                if d2:
+                    count += 1
+                if keep:
+                    append((tick, t, i, _NOTE_ON if d2 else _NOTE_OFF, status & 0x0F, d1, d2))
             elif kind == 0x80:
-                events.append((tick, t, i, _NOTE_OFF, status & 0x0F, d1, 0))
-            elif kind == 0xB0 and d1 == 64 and sustain:
-                events.append((tick, t, i, _PEDAL, status & 0x0F, 0, d2))
+                if keep:
+                    append((tick, t, i, _NOTE_OFF, status & 0x0F, d1, 0))
+            elif kind == 0xB0 and d1 == 64 and sustain and keep:
+                append((tick, t, i, _PEDAL, status & 0x0F, 0, d2))
         elif status in (0xFF, 0xF0, 0xF7):  # meta message or sysex
             if status == 0xFF:
                 if pos >= stop:
@@ -204,7 +223,7 @@ def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bo
             if status != 0xFF:
                 if max(body[1 if body[:1] == b"\xf0" else 0:len(body) - (body[-1:] == b"\xf7")], default=0) > 127:
                     return None  # mido refuses a sysex data byte over 127
-            else:
+            elif meta_type not in _PLAIN_META:
                 try:
                     msg = build_meta_message(meta_type, list(body), delta)
                 except Exception:
@@ -216,6 +235,7 @@ def _fast_track(data: bytes, pos: int, stop: int, t: int, tick: int, sustain: bo
         else:  # system common and real-time messages: rare in files, left to mido
             return None
         i += 1
+    ons[0] = count
     return tick
 
 
@@ -262,27 +282,29 @@ def _events(mid: mido.MidiFile, sustain: bool):
 
 def _notes(events, end, drums: bool):
     """Pair note-ons with note-offs -> list of (start_tick, end_tick, pitch, velocity)."""
-    sounding = {}  # (track, channel, pitch) -> [start, velocity, restruck_at, released_under_pedal]
+    # (track << 11 | channel << 7 | pitch) -> [start, velocity, restruck_at, released_under_pedal]
+    sounding = {}
     pedal_down = set()
     notes = []
+    add, get = notes.append, sounding.get
     for tick, track, _, kind, ch, pitch, value in events:
-        if ch == DRUM_CHANNEL and not drums and kind != _PEDAL:
-            continue
         if kind == _PEDAL:
             if value >= 64:
                 pedal_down.add(ch)
                 continue
             pedal_down.discard(ch)
-            for key in [k for k, v in sounding.items() if k[1] == ch and v[3]]:
+            for key in [k for k, v in sounding.items() if (k >> 7) & 0x0F == ch and v[3]]:
                 start, vel, _, _ = sounding.pop(key)
-                notes.append((start, tick, key[2], vel))
+                add((start, tick, key & 0x7F, vel))
             continue
-        key = (track, ch, pitch)
-        cur = sounding.get(key)
+        if ch == DRUM_CHANNEL and not drums:
+            continue
+        key = track << 11 | ch << 7 | pitch
+        cur = get(key)
         if kind == _NOTE_ON:
             restruck = None
             if cur is not None:
-                notes.append((cur[0], tick, pitch, cur[1]))
+                add((cur[0], tick, pitch, cur[1]))
                 restruck = None if cur[3] else tick
             sounding[key] = [tick, value, restruck, False]
         elif cur is not None:  # note-off
@@ -292,9 +314,9 @@ def _notes(events, end, drums: bool):
                 cur[3] = True
             else:
                 del sounding[key]
-                notes.append((cur[0], tick, pitch, cur[1]))
-    for (_, _, pitch), (start, vel, _, _) in sounding.items():
-        notes.append((start, end, pitch, vel))
+                add((cur[0], tick, pitch, cur[1]))
+    for key, (start, vel, _, _) in sounding.items():
+        notes.append((start, end, key & 0x7F, vel))
     return notes
 
 
@@ -310,32 +332,65 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
     checked before notes are paired or drawn), :class:`PromptTooLong` (with the steps and the limit)
     for one whose roll would exceed ``max_steps`` rows.
     """
+    layout = read_notes(src, steps_per_beat, drums=drums, sustain=sustain, max_steps=max_steps, name=name,
+                        steps_per_second=steps_per_second, max_notes=max_notes)
+    return Piece(layout.roll(), layout.steps_per_beat, layout.tempos, layout.time_signatures, layout.notes,
+                 layout.steps_per_second)
+
+
+@dataclass
+class NoteLayout:
+    """A MIDI file's notes placed on the grid, before any roll is drawn: note i sounds on rows
+    ``starts[i]`` to ``ends[i] - 1`` of column ``pitches[i]`` at ``velocities[i]`` (1-127, int64
+    arrays); the roll has ``steps`` rows. :func:`read_midi` draws it with :meth:`roll`; a caller
+    that must bound its work can first look at :attr:`cells`."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    pitches: np.ndarray
+    velocities: np.ndarray
+    steps: int
+    steps_per_beat: int | None
+    tempos: list[tuple[int, float]]
+    time_signatures: list[tuple[int, int, int]]
+    steps_per_second: float | None = None
+
+    @property
+    def notes(self) -> int:
+        return len(self.starts)
+
+    @property
+    def cells(self) -> int:
+        """Cells the notes fill, each note's own (overlaps count twice): the work of drawing."""
+        return int((self.ends - self.starts).sum())
+
+    def roll(self, velocities: bool = False) -> np.ndarray:
+        """The (steps, 128) roll: float32 velocity / 127 (a :class:`Piece`'s), or with
+        ``velocities`` the uint8 velocities themselves (a quarter of the memory). Where notes
+        overlap on one cell the louder wins."""
+        roll = np.zeros((self.steps, 128), dtype=np.uint8 if velocities else np.float32)
+        order = np.argsort(self.velocities, kind="stable")  # louder notes written last win overlaps
+        values = self.velocities[order].astype(roll.dtype)
+        if not velocities:
+            values /= 127.0
+        for a, b, p, v in zip(self.starts[order].tolist(), self.ends[order].tolist(), self.pitches[order].tolist(),
+                              values.tolist()):
+            roll[a:b, p] = v
+        return roll
+
+
+def read_notes(src, steps_per_beat: int | None = 4, *, drums: bool = False, sustain: bool = False,
+               max_steps: int = MAX_STEPS, name: str | None = None,
+               steps_per_second: float | None = None, max_notes: int | None = None) -> NoteLayout:
+    """What :func:`read_midi` reads, up to the drawing of the roll: the same arguments, checks and
+    errors (``max_steps`` included), a :class:`NoteLayout`."""
     if steps_per_second is not None:
         _check_per_second(steps_per_second)
         steps_per_beat = None
     elif steps_per_beat is not None and (not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1):
         raise ValueError(f"steps_per_beat must be a positive integer or None, not {steps_per_beat!r}")
     name = _source_name(src, name)
-    fast = None
-    if not isinstance(src, mido.MidiFile):
-        data = _read_bytes(src, name)
-        fast = _fast_events(data, sustain)
-    if fast is not None:
-        division, (events, tempos, sigs, end) = fast
-    else:
-        mid = src if isinstance(src, mido.MidiFile) else _open(data, name)
-        division = mid.ticks_per_beat
-        try:
-            events, tempos, sigs, end = _events(mid, sustain)
-        except Exception as e:
-            raise MidiError(name, f"malformed events ({e})") from None
-    if division == 0:
-        raise MidiError(name, "header says 0 ticks per beat")
-    if max_notes is not None and len(events) > max_notes:  # events >= note-ons: count only then
-        ons = sum(1 for e in events if e[3] == _NOTE_ON)
-        if ons > max_notes:
-            raise MidiError(name, f"more than max_notes={max_notes} notes ({ons})")
-
+    division, events, tempos, sigs, end = _read_events(src, name, sustain, max_notes)
     if division < 0:  # SMPTE: -frames per second in the high byte, ticks per frame in the low byte
         fps, per_frame = -(division >> 8), division & 0xFF
         fps = 29.97 if fps == 29 else fps
@@ -359,24 +414,46 @@ def read_midi(src, steps_per_beat: int | None = 4, *, drums: bool = False, susta
         raise PromptTooLong(name, int(int(end) * Fraction(scale) + Fraction(1, 2)), max_steps)
 
     notes = _notes(events, end, drums)
-    n_steps = int(rows(end))
-    if notes:
-        arr = np.array(notes, dtype=np.int64)
-        r0 = rows(arr[:, 0])
-        r1 = np.maximum(r0 + 1, rows(arr[:, 1]))
-        n_steps = max(n_steps, int(r1.max()))
+    arr = np.fromiter(chain.from_iterable(notes), np.int64, 4 * len(notes)).reshape(-1, 4)
+    r0 = rows(arr[:, 0])
+    r1 = np.maximum(r0 + 1, rows(arr[:, 1]))
+    n_steps = max(int(rows(end)), int(r1.max(initial=0)))
     if n_steps > max_steps:
         raise PromptTooLong(name, n_steps, max_steps)
-    roll = np.zeros((n_steps, 128), dtype=np.float32)
-    if notes:
-        vel = arr[:, 3].astype(np.float32) / 127.0
-        for i in np.argsort(vel, kind="stable"):  # louder notes written last win overlaps
-            roll[r0[i]:r1[i], arr[i, 2]] = vel[i]
-
     tempo_rows = _changes([(0, SMPTE_NOMINAL_BPM if division < 0 else 120.0)],  # MIDI's default
                           [] if steps_per_second else [(int(rows(t)), 60e6 / tempo) for t, tempo in tempos])
     sig_rows = _changes([], [(int(rows(t)), n, d) for t, n, d in sigs if n >= 1 and 1 <= d <= MAX_DENOMINATOR])
-    return Piece(roll, steps_per_beat, tempo_rows, sig_rows, len(notes), steps_per_second)
+    return NoteLayout(r0, r1, arr[:, 2], arr[:, 3], n_steps, steps_per_beat, tempo_rows, sig_rows, steps_per_second)
+
+
+def _read_events(src, name: str, sustain: bool, max_notes: int | None):
+    """(ticks per beat, events, tempos, time signatures, last tick) of a MIDI source, refused with
+    :class:`MidiError` if unreadable or over ``max_notes`` note-ons."""
+    fast = None
+    if not isinstance(src, mido.MidiFile):
+        data = _read_bytes(src, name)
+        # A note-on takes 3 bytes at least: a file that could hold more than max_notes of them is
+        # first only counted, so that one that does costs no memory (a million events: ~150 MB).
+        big = max_notes is not None and len(data) > 3 * max_notes
+        fast = _fast_events(data, sustain, keep=not big)
+        if big and fast is not None and fast[2] <= max_notes:  # not too many after all: read them
+            fast = _fast_events(data, sustain)
+    if fast is not None:
+        division, (events, tempos, sigs, end), ons = fast
+    else:
+        mid = src if isinstance(src, mido.MidiFile) else _open(data, name)
+        division = mid.ticks_per_beat
+        try:
+            events, tempos, sigs, end = _events(mid, sustain)
+        except Exception as e:
+            raise MidiError(name, f"malformed events ({e})") from None
+        # events >= note-ons: count only then
+        ons = sum(1 for e in events if e[3] == _NOTE_ON) if max_notes is not None and len(events) > max_notes else 0
+    if division == 0:
+        raise MidiError(name, "header says 0 ticks per beat")
+    if max_notes is not None and ons > max_notes:
+        raise MidiError(name, f"more than max_notes={max_notes} notes ({ons})")
+    return division, events, tempos, sigs, end
 
 
 def _check_per_second(steps_per_second) -> None:

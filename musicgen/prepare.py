@@ -2,12 +2,16 @@
 
 The driver lists the files, assigns each to a split (by piece: fractions drawn with a seed, or the
 corpus's own split from its folders or a table, see musicgen.splits) and cuts
-each split into chunks of a few dozen files, one chunk per shard. Ray Data runs one task per chunk:
-it reads, converts and writes its shard (so rolls never travel through the driver, and memory
-holds one chunk per worker) and streams back one small row per file. The driver keeps the
-progress bar and writes the manifest last. A file that cannot be read or converted is listed in
-the manifest's ``skipped`` with its reason; it never ends the run. Nor can one stall it: a file
-whose conversion takes longer than ``file_timeout`` seconds is stopped by a watchdog and skipped.
+each split into chunks of a few dozen files, one chunk per shard. Ray Data runs one task per block
+of chunks (about a thousand files): it reads, converts and writes their shards (so rolls never
+travel through the driver, and memory holds one chunk per worker) and streams back one small row
+per file. The driver keeps the progress bar and the pieces, and writes the manifest last.
+
+A file that cannot be read or converted is listed in the manifest's ``skipped`` with its reason;
+it never ends the run. Nor can one stall it or take a worker's memory: a file with more than
+``max_notes`` note-ons is refused before its events are kept, one whose notes would fill more than
+``max_cells`` cells before its roll is drawn, and one whose conversion takes longer than
+``file_timeout`` seconds is stopped by a watchdog and skipped.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import datetime
 import json
 import posixpath
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,10 +29,11 @@ import numpy as np
 from . import __version__, storage
 from .dataset import FORMAT, MANIFEST, SHARD_DIR, SPLITS, encode_roll, meter_columns, write_manifest, write_shard
 from .errors import DataError, MidiError, one_line
-from .midi import MAX_STEPS, read_midi
+from .midi import MAX_STEPS, read_notes
 from .roll import resize
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+FILES_PER_TASK = 1024  # about a second of conversion on one core
 
 
 @dataclass
@@ -47,7 +53,11 @@ class PrepareConfig:
     max_steps: int = MAX_STEPS
     max_notes: int | None = 500_000  # more note-ons: skipped (a generated "black MIDI", a corrupt file)
     file_timeout: float | None = 5.0  # seconds one file's conversion may take (None: no limit)
-    files_per_shard: int = 64  # also the files one Ray task converts
+    # Most cells a file's notes may fill (each note's rows, summed), checked before the roll is
+    # drawn: a hung-note storm (thousands of notes never switched off in a long file) is refused at
+    # once instead of costing a task its time limit and hundreds of MB (None: no limit).
+    max_cells: int | None = 1 << 25
+    files_per_shard: int = 64  # a Ray task converts a block of shards (FILES_PER_TASK files or so)
     overwrite: bool = False
 
 
@@ -118,13 +128,20 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
         with fs.open_input_stream(item["path"]) as f:
             data = f.read()
         with _time_limit(config.file_timeout):  # the reading has its own timeouts (local disk, S3's)
-            piece = read_midi(data, config.steps_per_beat, drums=config.drums, sustain=config.sustain,
-                              max_steps=config.max_steps, name=source, steps_per_second=config.steps_per_second,
-                              max_notes=config.max_notes)
-            if piece.notes == 0 or not piece.roll.any():
+            layout = read_notes(data, config.steps_per_beat, drums=config.drums, sustain=config.sustain,
+                                max_steps=config.max_steps, name=source, steps_per_second=config.steps_per_second,
+                                max_notes=config.max_notes)
+            if config.max_cells is not None and layout.cells > config.max_cells:  # before any roll exists
+                return {"source": source, "reason": f"its notes would fill {layout.cells} cells of the roll, more than "
+                                                    f"max_cells={config.max_cells} (hung notes?)"}
+            # The stored bytes are the velocities: drawn as such, the roll takes a quarter of the
+            # memory and needs no encoding (encode_roll of the float roll gives the same bytes).
+            roll = layout.roll(velocities=config.shape is None) if layout.notes else None
+            if roll is None or not roll.any():
                 return {"source": source, "reason": "empty: no notes" + (" (drums only?)" if not config.drums else "")}
-            roll = piece.roll if config.shape is None else resize(piece.roll, config.shape, config.interpolation)
-            encoded = encode_roll(roll)
+            if config.shape is not None:
+                roll = resize(roll, config.shape, config.interpolation)
+            encoded = roll.tobytes() if config.shape is None else encode_roll(roll)
     except _FileTimeout:
         return {"source": source, "reason": f"conversion took longer than --file-timeout {config.file_timeout:g} s "
                                             f"({len(data)} bytes; a pathological file?)"}
@@ -134,10 +151,9 @@ def _convert(fs, item: dict, config: PrepareConfig) -> dict:
         return {"source": source, "reason": f"unreadable ({one_line(e)})"}
     except Exception as e:  # a bug must cost one file, not the run; the reason says what happened
         return {"source": source, "reason": f"conversion failed ({type(e).__name__}: {e})"}
-    return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0],
-            "width": roll.shape[1], "notes": piece.notes,
-            "tempo_rows": [r for r, _ in piece.tempos], "tempo_bpm": [b for _, b in piece.tempos],
-            **meter_columns(piece.time_signatures), "roll": encoded}
+    return {"id": item["id"], "source": source, "split": item["split"], "steps": roll.shape[0], "width": roll.shape[1],
+            "notes": layout.notes, "tempo_rows": [r for r, _ in layout.tempos],
+            "tempo_bpm": [b for _, b in layout.tempos], **meter_columns(layout.time_signatures), "roll": encoded}
 
 
 def _convert_chunk(chunk: dict, config: PrepareConfig, src: str, dest: str) -> list[dict]:
@@ -242,7 +258,9 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
     files = storage.list_files(src, MIDI_SUFFIXES)
     if not files:
         raise DataError(f"{src}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found")
+    n_files = len(files)
     items, skipped = _items(src, files, config)  # first: a bad split table must not touch DEST
+    del files  # from here on the driver holds nothing per file but the pieces (100,000 at Lakh scale)
     _check_dest(dest, config.overwrite)
 
     from tqdm import tqdm
@@ -253,30 +271,50 @@ def prepare(src: str, dest: str, config: PrepareConfig | None = None, progress: 
     quiet_data_context()
     pieces, shards = [], []
     midi_bytes = 0
-    bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress)
+    bar = tqdm(total=n_files, unit="file", desc="prepare", disable=not progress)
     bar.update(len(skipped))
     if items:
-        chunks = _chunks(items, config.files_per_shard, max(1, int(ray.cluster_resources().get("CPU", 1))))
-        ds = ray.data.from_items(chunks, override_num_blocks=len(chunks)).flat_map(
-            _convert_chunk, fn_kwargs={"config": config, "src": src, "dest": dest})
+        ds = _conversion(ray, items, config, src, dest)
+        del items  # the work items are in Ray's object store now
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for row in batch.to_pylist():
-                if row["shard_entry"]:
-                    shards.append(json.loads(row["shard_entry"]))
-                if row["reason"] is not None:
-                    skipped.append({"source": row["source"], "reason": row["reason"]})
-                    continue
-                midi_bytes += row["midi_bytes"]
-                pieces.append({k: row[k] for k in ("id", "source", "split", "steps", "notes", "shard")})
+            midi_bytes += _collect(batch.to_pylist(), pieces, skipped, shards)
             bar.update(batch.num_rows)
     bar.close()
     if not pieces:
         first = min(skipped, key=lambda s: s["source"])
-        raise DataError(f"{src}: none of {len(files)} MIDI files could be converted "
+        raise DataError(f"{src}: none of {n_files} MIDI files could be converted "
                         f"(e.g. {first['source']}: {first['reason']})")
-    manifest = build_manifest(src, config, len(files), pieces, skipped, shards, midi_bytes)
+    manifest = build_manifest(src, config, n_files, pieces, skipped, shards, midi_bytes)
     write_manifest(dest, manifest)  # last: its presence marks the dataset complete
     return manifest
+
+
+def _conversion(ray, items: list[dict], config: PrepareConfig, src: str, dest: str):
+    """The Ray Dataset that converts ``items`` chunk by chunk, writing the shards, and yields
+    :func:`_convert_chunk`'s rows."""
+    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    chunks = _chunks(items, config.files_per_shard, workers)
+    # One Ray task per block of chunks: a task costs ~20 ms of scheduling and start-up, so a
+    # block holds up to FILES_PER_TASK files (still several tasks per core, to share the load).
+    blocks = min(len(chunks), max(4 * workers, -(-len(items) // FILES_PER_TASK)))
+    return ray.data.from_items(chunks, override_num_blocks=blocks).flat_map(
+        _convert_chunk, fn_kwargs={"config": config, "src": src, "dest": dest})
+
+
+def _collect(rows: list[dict], pieces: list[dict], skipped: list[dict], shards: list[dict]) -> int:
+    """Add :func:`_convert_chunk`'s rows to the manifest's lists; returns the MIDI bytes of their
+    pieces. A piece's split and shard name are shared strings (the driver holds every piece)."""
+    midi_bytes = 0
+    for row in rows:
+        if row["shard_entry"]:
+            shards.append(json.loads(row["shard_entry"]))
+        if row["reason"] is not None:
+            skipped.append({"source": row["source"], "reason": row["reason"]})
+            continue
+        midi_bytes += row["midi_bytes"]
+        pieces.append({"id": row["id"], "source": row["source"], "split": sys.intern(row["split"]),
+                       "steps": row["steps"], "notes": row["notes"], "shard": sys.intern(row["shard"])})
+    return midi_bytes
 
 
 def build_manifest(src: str, config: PrepareConfig, files: int, pieces: list[dict], skipped: list[dict],

@@ -904,8 +904,14 @@ def fast_path_differs(data: bytes, sustain: bool) -> str | None:
         mid = mido.MidiFile(file=io.BytesIO(data))
     except Exception as e:  # noqa: BLE001
         return f"the fast path read a file mido refuses ({type(e).__name__}: {e})"
-    if fast != (mid.ticks_per_beat, _events(mid, sustain)):
+    events = _events(mid, sustain)
+    if fast[:2] != (mid.ticks_per_beat, events):
         return "the fast path read other events than mido"
+    if fast[2] != sum(e[3] == 1 for e in events[0]):  # musicgen.midi._NOTE_ON
+        return "the fast path counted other note-ons than mido's events hold"
+    division, (kept, tempos, sigs, end), ons = _fast_events(data, sustain, keep=False)
+    if (division, kept, tempos, sigs, end, ons) != (fast[0], [], *fast[1][1:], fast[2]):
+        return "counting without keeping events read otherwise than reading them"
     return None
 
 

@@ -335,7 +335,10 @@ def test_file_timeout_skips_a_slow_file_and_the_rest_goes_on(ray_local, chorales
     (src / "storm.mid").write_bytes(hung_note_storm())  # ~50 s to convert without a limit
     (src / "million.mid").write_bytes(million_notes())  # ~6 s
     (src / "far.mid").write_bytes(far_tick())
-    man = prepare(str(src), str(tmp_path / "ds"), PrepareConfig(file_timeout=0.5, files_per_shard=3), progress=False)
+    # max_cells=None: the storm, refused at once by default (see below), is here a file that fills
+    # its roll for ~50 s.
+    man = prepare(str(src), str(tmp_path / "ds"), PrepareConfig(file_timeout=0.5, files_per_shard=3, max_cells=None),
+                  progress=False)
     skipped = {os.path.basename(s["source"]): s["reason"] for s in man["skipped"]}
     assert set(skipped) == {"storm.mid", "million.mid", "far.mid"}
     assert "longer than --file-timeout 0.5 s" in skipped["storm.mid"]
@@ -364,7 +367,7 @@ def test_file_timeout_in_a_conversion_task_without_ray(chorales, tmp_path):
     items = [{"source": str(p), "path": str(p), "id": p.stem, "split": "train", "size": p.stat().st_size}
              for p in (slow, good)]
     rows = _convert_chunk({"shard": "shards/train-00000.parquet", "items": items},
-                          PrepareConfig(file_timeout=0.3), str(tmp_path), str(tmp_path / "ds"))
+                          PrepareConfig(file_timeout=0.3, max_cells=None), str(tmp_path), str(tmp_path / "ds"))
     assert "longer than --file-timeout 0.3 s" in rows[0]["reason"] and rows[1]["reason"] is None
     assert json.loads(rows[0]["shard_entry"])["pieces"] == 1
 
