@@ -31,7 +31,8 @@ def test_a_written_run_has_the_layout_and_reads_back(data, tmp_path):
     assert sorted(os.listdir(out)) == ["history.json", "loss.png", "metrics.json", "model"]
     assert sorted(os.listdir(out / "model")) == ["config.json", "state.json", "weights.h5"]  # the checkpoint, whole
     info = json.loads((out / "model" / "config.json").read_text())
-    assert list(info) == ["kind", "config", "steps_per_beat", "width", "data"]  # no threshold for an LSTM
+    assert list(info) == ["kind", "config", "steps_per_beat", "width", "data", "bar_positions"]  # no threshold for an LSTM
+    assert info["bar_positions"] == "meter"  # its net read each piece's own bars
     assert info["kind"] == "lstm" and info["config"]["units"] == 16 and info["steps_per_beat"] == 4
     assert list(metrics) == ["kind", "best", "epochs", "workers", "data", "plan", "config"]
     assert metrics["epochs"] == 2 and metrics["best"] == EPOCHS[-1]
