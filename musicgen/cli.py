@@ -168,7 +168,8 @@ def cmd_generate(args):
     from .plot import plot_roll, plot_rolls
 
     generator, info = load_generator(args.run)
-    rolls = generator.generate(args.n, seed=args.seed)
+    rolls = generator.generate(args.n, seed=args.seed, temperature=args.temperature,
+                               attributes=dict(args.attribute or []))
     os.makedirs(args.out, exist_ok=True)
     spb = grid(info)["steps_per_beat"]  # None on a grid in seconds: the PNGs count rows
     for i, roll in enumerate(rolls):
@@ -179,6 +180,33 @@ def cmd_generate(args):
         plot_rolls({f"piece {i}": r for i, r in enumerate(rolls[:8])}, os.path.join(args.out, "overview.png"),
                    steps_per_beat=spb)
     print(f"{len(rolls)} pieces in {args.out}")
+
+
+def cmd_interpolate(args):
+    import numpy as np
+
+    from .generate import grid, interpolate_pieces, load_generator, read_prompt
+    from .midi import roll_to_midi
+    from .plot import piece_starts, plot_roll
+
+    generator, info = load_generator(args.run)
+    a, b = (read_prompt(path, info) for path in (args.a, args.b))
+    rolls = interpolate_pieces(generator, a.roll, b.roll, args.steps, seed=args.seed, temperature=args.temperature)
+    os.makedirs(args.out, exist_ok=True)
+    for i, roll in enumerate(rolls):
+        roll_to_midi(roll, **grid(info)).save(os.path.join(args.out, f"step-{i:02d}.mid"))
+    plot_roll(np.concatenate(rolls), os.path.join(args.out, "strip.png"), steps_per_beat=grid(info)["steps_per_beat"],
+              title=f"{os.path.basename(args.a)} -> {os.path.basename(args.b)}: {len(rolls)} steps",
+              separators=piece_starts(rolls))
+    print(f"{len(rolls)} pieces from {args.a} to {args.b} in {args.out} (strip.png)")
+
+
+def _attribute(text: str) -> tuple[str, float]:
+    name, _, amount = text.partition("=")
+    try:
+        return name, float(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be NAME=AMOUNT (density=+1), not {text!r}") from None
 
 
 def _positive_float(text: str) -> float:
@@ -321,7 +349,8 @@ def _train_arguments(c):
     c.add_argument("--out", required=True, help="run folder or s3:// prefix (checkpoints, model, metrics)")
     c.add_argument("--preset", default="tiny", choices=sorted({n for p in PRESETS.values() for n in p}),
                    help="model preset (default tiny; LSTM: tiny (the joint-frame net, a 10-minute budget), "
-                   "joint (the same until validation stops improving), factorized, paper)")
+                   "joint (the same until validation stops improving), factorized, paper; VAE: tiny (convolutional "
+                   "decoder), joint (the joint-frame LSTM decoder), paper)")
     c.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     c.add_argument("--batch-size", type=_positive)
     c.add_argument("--learning-rate", type=float)
@@ -388,6 +417,22 @@ def _generate_arguments(c):
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--png", action="store_true", help="also draw each piece")
+    c.add_argument("--temperature", type=_positive_float, default=1.0,
+                   help="sampling temperature of the lstm decoder (default 1: plain ancestral sampling)")
+    c.add_argument("--attribute", type=_attribute, action="append", metavar="NAME=AMOUNT",
+                   help="move every code along an attribute's latent direction: density or mean_pitch "
+                   "(e.g. density=+1; repeatable)")
+
+
+def _interpolate_arguments(c):
+    c.add_argument("run", help="a trained VAE run")
+    c.add_argument("a", help="first MIDI file (its first image: height steps)")
+    c.add_argument("b", help="last MIDI file")
+    c.add_argument("--steps", type=_positive, default=8, help="pieces from a to b, both included (default 8)")
+    c.add_argument("--out", required=True, help="output folder: step-NN.mid and strip.png")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--temperature", type=_positive_float,
+                   help="sample at this temperature (default: greedy decoding, each piece the most likely)")
 
 
 
@@ -438,6 +483,8 @@ COMMANDS = [
      _extend_arguments, cmd_extend),
     ("generate", "new pieces from a trained VAE",
      _generate_arguments, cmd_generate),
+    ("interpolate", "pieces between two MIDI files along a trained VAE's latent space",
+     _interpolate_arguments, cmd_interpolate),
     ("benchmark", "the field's benchmarks: train and evaluate, a table next to the published figures",
      _benchmark_arguments, cmd_benchmark_poly),
     ("demo", "the whole pipeline on the Bach demo corpus, on a local Ray",

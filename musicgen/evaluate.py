@@ -8,11 +8,14 @@ latent units, and statistics of prior samples next to the corpus's.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .dataset import iter_records, load_rolls, read_manifest
 from .errors import ArgumentError, DataError
-from .metrics import CopyLast, PitchPrior, compare_to_corpus, continuation_stats, evaluate, sample_stats
+from .metrics import (CopyLast, PitchPrior, compare_to_corpus, continuation_stats, defined_mean, evaluate,
+                      pooled_clash_share, sample_stats)
 from .run import Run
 
 #: Prompt and continuation of the ``music`` section: 4 bars of 4/4 each (16 beats).
@@ -138,18 +141,61 @@ def _vae(cfg, model, info, rolls, samples, seed) -> dict:
     generated = generator.generate(samples, seed=seed)
     corpus = [img[..., 0] for img in x]
     comparison = compare_to_corpus(generated, corpus)
+    clashes = {"samples": pooled_clash_share(generated), "corpus": pooled_clash_share(corpus)}
     out = {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),
            "active_units": int(generator.active_units(x)), "latent": cfg.latent,
-           "threshold": float(generator.threshold), "decoding": cfg.decoding,
+           "threshold": float(generator.threshold),
+           "decoding": "ancestral" if generator.autoregressive else cfg.decoding,
            "non_empty": int(sum(bool(g.any()) for g in generated)),
            "samples": _rounded(sample_stats(generated)), "corpus": _rounded(sample_stats(corpus)),
-           "comparison": _rounded(comparison)}
-    if cfg.decoding != "threshold":
+           "comparison": _rounded(comparison),
+           "clash_share": _rounded({**clashes, "ratio": clashes["samples"] / clashes["corpus"]
+                                     if clashes["corpus"] > 0 else math.nan})}
+    out.update(_latent_space(generator, x, corpus, samples, seed))
+    if cfg.decoding != "threshold" and not generator.autoregressive:
         other = compare_to_corpus(generator.generate(samples, seed=seed, decoding="threshold"), corpus)
         out["threshold_decoding"] = {"all_in_range": other["all_in_range"],
                                      **{k: {"samples": round(v["samples"], 5), "in_range": v["in_range"]}
                                         for k, v in other["stats"].items()}}
     return out
+
+
+def _latent_space(generator, x: np.ndarray, corpus: list, samples: int, seed: int, pairs: int = 10,
+                  steps: int = 8) -> dict:
+    """What the latent space gives, on the split's images ``x``:
+
+    - ``interpolation``: ``pairs`` pairs of images (drawn with ``seed``), ``steps`` pieces each
+      from A to B (:meth:`~musicgen.vae.Generator.interpolate`): whether every intermediate piece's
+      statistics lie in the corpus's range (:func:`compare_to_corpus` of the intermediates), and
+      the pitch-class-histogram distance to B (1 - cosine) along the way, mean per step, with the
+      share of pairs where it never rises from A to B;
+    - ``attributes``: each attribute's latent direction on these images (top quarter's mean code
+      minus bottom quarter's), its norm, and the attribute's mean over ``samples`` prior samples
+      moved -1, 0 and +1 along it (same seeds).
+    """
+    from .metrics import pitch_class_cosine, pitch_class_histogram
+    from .vae import image_attributes
+
+    rng = np.random.default_rng([seed, 2])
+    chosen = [rng.choice(len(x), 2, replace=False) for _ in range(pairs)] if len(x) >= 2 else []
+    paths = [generator.interpolate(x[i, ..., 0], x[j, ..., 0], steps, seed=seed) for i, j in chosen]
+    distances = np.array([[1 - pitch_class_cosine(pitch_class_histogram(p), pitch_class_histogram(x[j, ..., 0]))
+                           for p in path] for path, (_, j) in zip(paths, chosen)]).reshape(-1, steps)
+    between = [p for path in paths for p in path[1:-1]]
+    interpolation = {"pairs": len(paths), "steps": steps,
+                     "all_in_range": compare_to_corpus(between, corpus)["all_in_range"] if between else None,
+                     "distance_to_b": [defined_mean(c) for c in distances.T],
+                     "monotonic_share": float(np.mean([bool(np.all(np.diff(d) <= 1e-9)) for d in distances]))
+                     if len(distances) else math.nan}
+    directions = generator.attribute_directions(x)
+    attributes = {}
+    for name, direction in directions.items():
+        generator.directions[name] = direction
+        means = {f"{a:+d}": float(np.nanmean(image_attributes(np.stack(
+            generator.generate(samples, seed=seed, attributes={name: a})))[name])) for a in (-1, 0, 1)}
+        attributes[name] = {"norm": float(np.linalg.norm(direction)), "samples_moved": means,
+                            "direction": [round(float(v), 4) for v in direction]}
+    return {"interpolation": _rounded(interpolation), "attributes": _rounded(attributes)}
 
 
 def _rounded(d):

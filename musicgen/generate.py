@@ -39,6 +39,7 @@ def load_generator(run: str):
     generator = Generator(loaded.cfg, loaded.model)
     if loaded.info.get("threshold") is not None:
         generator.threshold = loaded.info["threshold"]
+    generator.directions = {k: np.asarray(v, np.float32) for k, v in loaded.info.get("directions", {}).items()}
     return generator, loaded.info
 
 
@@ -82,3 +83,15 @@ def continue_piece(info: dict, piece: Piece, continuation: np.ndarray):
     roll = np.concatenate([piece.roll, continuation])
     midi = roll_to_midi(roll, **grid(info), tempos=piece.tempos, time_signatures=piece.time_signatures)
     return roll, midi
+
+
+def interpolate_pieces(generator, a: np.ndarray, b: np.ndarray, steps: int, seed: int = 0,
+                       temperature: float | None = None) -> list[np.ndarray]:
+    """``steps`` rolls (height, 128) float32 from roll ``a`` to roll ``b``, each one's first image
+    (its first ``height`` steps that sound, padded with silence): the VAE's spherical interpolation
+    between their codes (:meth:`musicgen.vae.Generator.interpolate`); notes at velocity 90/127."""
+    from .vae import VELOCITY, images
+
+    first = [images(roll, generator.cfg)[0, ..., 0] for roll in (a, b)]
+    on = generator.interpolate(first[0], first[1], steps, seed=seed, temperature=temperature)
+    return [(o * VELOCITY).astype(np.float32) for o in on]

@@ -536,7 +536,14 @@ def clash_share(roll: np.ndarray) -> float:
     return _ratio(clashing, sounding)
 
 
-def _nanmean(values) -> float:
+def pooled_clash_share(rolls) -> float:
+    """:func:`clash_share` pooled over the frames of all ``rolls``: sounding frames with a semitone
+    clash / sounding frames (NaN if none sounds)."""
+    counts = np.array([_clash_counts(r) for r in rolls], np.int64).reshape(-1, 2).sum(0)
+    return _ratio(counts[0], counts[1])
+
+
+def defined_mean(values) -> float:
     """Mean of the values that are defined (not NaN); NaN if none is."""
     v = np.asarray(list(values), np.float64)
     v = v[~np.isnan(v)]
@@ -545,15 +552,15 @@ def _nanmean(values) -> float:
 
 def _continuation_side(prompts: list[np.ndarray], continuations: list[np.ndarray]) -> dict:
     """:func:`continuation_stats` of one side (the model's or the real continuations)."""
-    counts = np.array([_clash_counts(c) for c in continuations], np.int64).reshape(-1, 2).sum(0)
     pooled = sample_stats(continuations)
-    return {"clash_share": _ratio(counts[0], counts[1]),
+    return {"clash_share": pooled_clash_share(continuations),
             "polyphony": pooled["polyphony"],
             "silence_fraction": pooled["silence_fraction"],
             "notes_per_step": pooled["notes_per_step"],
-            "prompt_similarity": _nanmean(pitch_class_similarity(p, c) for p, c in zip(prompts, continuations)),
-            "change_rate": _nanmean(change_rate(p, c) for p, c in zip(prompts, continuations)),
-            "frames": int(pooled["steps"]), "sounding_frames": int(counts[1])}
+            "prompt_similarity": defined_mean(pitch_class_similarity(p, c) for p, c in zip(prompts, continuations)),
+            "change_rate": defined_mean(change_rate(p, c) for p, c in zip(prompts, continuations)),
+            "frames": int(pooled["steps"]),
+            "sounding_frames": int(sum(np.count_nonzero(binarize(c).any(1)) for c in continuations))}
 
 
 def continuation_stats(prompts, continuations, truths) -> dict:

@@ -20,7 +20,7 @@ def _pyplot():
     return plt
 
 
-def _draw(ax, roll, steps_per_beat, split_at, title):
+def _draw(ax, roll, steps_per_beat, split_at, title, separators=()):
     roll = np.asarray(roll, dtype=np.float32)
     rows, width = roll.shape
     used = np.flatnonzero(roll.any(axis=0))
@@ -35,9 +35,11 @@ def _draw(ax, roll, steps_per_beat, split_at, title):
     span = rows / steps_per_beat if steps_per_beat else rows
     ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest",
               extent=(0, span, lo - 0.5, hi + 0.5))
+    scale = steps_per_beat or 1
     if split_at is not None:
-        x = split_at / steps_per_beat if steps_per_beat else split_at
-        ax.axvline(x, color="black", linewidth=0.8, linestyle="--")
+        ax.axvline(split_at / scale, color="black", linewidth=0.8, linestyle="--")
+    for row in separators:  # where one piece of a strip ends and the next begins
+        ax.axvline(row / scale, color="0.35", linewidth=1.2)
     if width == 128:
         cs = [p for p in range(lo, hi + 1) if p % 12 == 0]
         ax.set_yticks(cs, [pitch_name(p) for p in cs])
@@ -50,15 +52,21 @@ def _draw(ax, roll, steps_per_beat, split_at, title):
 
 
 def plot_roll(roll, path: str, *, steps_per_beat: int | None = 4, split_at: int | None = None,
-              title: str | None = None) -> str:
-    """Save a PNG of ``roll``; with ``split_at`` rows from there on (a continuation) get a second colour."""
+              title: str | None = None, separators=()) -> str:
+    """Save a PNG of ``roll``; with ``split_at`` rows from there on (a continuation) get a second
+    colour; a grey line marks each row of ``separators`` (where the pieces of a strip meet)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
-    _draw(ax, roll, steps_per_beat, split_at, title)
+    _draw(ax, roll, steps_per_beat, split_at, title, separators)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def piece_starts(rolls) -> list[int]:
+    """The rows at which the second, third, ... of ``rolls`` start once concatenated into a strip."""
+    return [int(r) for r in np.cumsum([len(roll) for roll in rolls])[:-1]]
 
 
 def plot_rolls(rolls: dict, path: str, *, steps_per_beat: int | None = 4, columns: int = 2) -> str:

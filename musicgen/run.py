@@ -143,13 +143,14 @@ class Run:
         return Loaded(kind, cfg, info, model)
 
     def save(self, checkpoint, *, kind: str, cfg, manifest: dict, data: str, epochs: list[dict], best: dict,
-             workers: int, plan: dict, threshold: float | None = None) -> dict:
+             workers: int, plan: dict, threshold: float | None = None, directions: dict | None = None) -> dict:
         """Write the run from training's results; returns what metrics.json holds.
 
         ``checkpoint`` is the folder ``checkpoint.path`` on the pyarrow filesystem
         ``checkpoint.filesystem`` (a Ray Train Checkpoint): copied whole to model/. ``epochs`` is
         every epoch's metrics in order, ``best`` the best epoch's, ``plan`` the steps per epoch
-        (:func:`musicgen.train.plan`); ``threshold`` is the VAE's decoding threshold.
+        (:func:`musicgen.train.plan`); ``threshold`` is the VAE's decoding threshold, ``directions``
+        its attributes' latent directions ({name: list of floats}).
         """
         from .config import to_dict
 
@@ -166,6 +167,8 @@ class Run:
             info["steps_per_second"] = manifest["steps_per_second"]
         if threshold is not None:
             info["threshold"] = float(threshold)
+        if directions:
+            info["directions"] = {k: [float(x) for x in v] for k, v in directions.items()}
         if kind == "lstm":
             info["bar_positions"] = METER_POSITIONS if uses_meter(kind, cfg) else STEP_POSITIONS
         self._write_json(f"{MODEL_DIR}/{CONFIG}", info)  # last: it marks the run finished

@@ -2,7 +2,7 @@
 
 The driver (:func:`train`) reads the dataset's train split as a Ray Data dataset, starts a
 ``TensorflowTrainer`` (:func:`make_trainer`, also what a Tune trial runs) with ``workers``
-workers, and at the end writes the best checkpoint (lowest validation loss) as a
+workers, and at the end writes the best checkpoint (by :func:`_monitor`) as a
 :class:`musicgen.run.Run`. Each worker (:func:`train_loop`) streams its shard of pieces, cuts
 training examples on the fly (the model module's ``train_batches``), and trains under
 ``MultiWorkerMirroredStrategy``. A checkpoint holds the weights (:data:`~musicgen.run.WEIGHTS`),
@@ -10,7 +10,8 @@ training examples on the fly (the model module's ``train_batches``), and trains 
 
 A model module (``musicgen.lstm``, ``musicgen.vae``) provides: ``build_model``, ``compile_model``,
 ``train_batches(rolls, cfg, rng)``, ``val_arrays(rolls, cfg)``, ``examples(steps, cfg)`` (training
-examples a piece of that many steps yields), ``epoch_metrics(logs)`` and ``callbacks(cfg, model)``.
+examples a piece of that many steps yields), ``epoch_metrics(logs)`` and ``callbacks(cfg, model)``,
+and may name its ``SELECTION_METRIC`` (:func:`_monitor`).
 """
 from __future__ import annotations
 
@@ -301,8 +302,7 @@ def make_trainer(config: dict, datasets: dict, *, workers: int, gpu: bool, name:
     """The Ray Train trainer of a training run (:func:`train`, and a trial of ``musicgen tune``):
     :func:`train_loop` with ``config`` (:func:`loop_config`) on ``workers`` workers fed ``datasets``.
 
-    Checkpoints go to ``storage_path/name``, the best ``keep`` kept by validation loss (training
-    loss without a val split); a failed worker is replaced up to ``max_failures`` times.
+    Checkpoints go to ``storage_path/name``, the best ``keep`` kept by :func:`_monitor`; a failed worker is replaced up to ``max_failures`` times.
     ``cluster_cpus`` (the cluster's CPUs) says that the workers read the train split as they train:
     a CPU is left to Ray Data, and a GPU worker holds a CPU too. Without it (a Tune trial: the
     search read the split before it started) a worker holds one CPU, or one GPU.
@@ -311,7 +311,7 @@ def make_trainer(config: dict, datasets: dict, *, workers: int, gpu: bool, name:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    monitor = _monitor(config["val_steps"])
+    monitor = _monitor(config["kind"], config["val_steps"])
     return (trainer_class or TensorflowTrainer)(
         train_loop,
         train_loop_config=config,
@@ -342,9 +342,11 @@ def _trainer_class():
     return without_pg_cleaner(TensorflowTrainer)
 
 
-def _monitor(val_steps: int) -> str:
-    """The metric that picks the best checkpoint: validation loss, or training loss without a val split."""
-    return "val_loss" if val_steps else "loss"
+def _monitor(kind: str, val_steps: int) -> str:
+    """The metric that picks the best checkpoint: the model module's ``SELECTION_METRIC`` (``loss``
+    unless it says otherwise) on the val split, or on the training split without one."""
+    name = getattr(model_module(kind), "SELECTION_METRIC", "loss")
+    return f"val_{name}" if val_steps else name
 
 
 def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = False, seed: int = 0,
@@ -373,22 +375,23 @@ def train(kind: str, data: str, out: str, cfg, *, workers: int = 1, gpu: bool = 
     result = trainer.fit()
     if result.error:
         raise result.error
-    monitor = _monitor(steps["val_steps"])
+    monitor = _monitor(kind, steps["val_steps"])
     best = result.get_best_checkpoint(metric=monitor, mode="min") if hasattr(result, "get_best_checkpoint") else None
     best = best or result.checkpoint
     if best is None:
         raise DataError(f"{out}: training reported no checkpoint")
     with (result.checkpoint or best).as_directory() as d:
         epochs = _read_json(d, EPOCHS)
-    threshold = _vae_threshold(cfg, best, data) if kind == "vae" else None
+    calibration = _vae_calibration(cfg, best, data) if kind == "vae" else {}
     return run.save(best, kind=kind, cfg=cfg, manifest=manifest, data=data, epochs=epochs,
                     best=best_metrics_of(result, best) or result.metrics or {}, workers=workers, plan=steps,
-                    threshold=threshold)
+                    **calibration)
 
 
-def _vae_threshold(cfg, checkpoint, data: str) -> float:
-    """The VAE's decoding threshold, chosen on held-out images (a few train pieces without a val
-    split) with the weights of ``checkpoint``: it travels with the model."""
+def _vae_calibration(cfg, checkpoint, data: str) -> dict:
+    """What travels with a VAE's weights, chosen on held-out images (a few train pieces without a
+    val split) with the weights of ``checkpoint``: the decoding ``threshold`` and the latent
+    ``directions`` of the attributes (:meth:`musicgen.vae.Generator.attribute_directions`)."""
     from .dataset import load_rolls
     from .vae import Generator, build_model, images
 
@@ -396,7 +399,10 @@ def _vae_threshold(cfg, checkpoint, data: str) -> float:
     with checkpoint.as_directory() as d:
         model.load_weights(os.path.join(d, WEIGHTS))
     rolls = list(load_rolls(data, "val").values()) or list(load_rolls(data, "train").values())[:64]
-    return float(Generator(cfg, model).choose_threshold(np.concatenate([images(r, cfg) for r in rolls])))
+    x = np.concatenate([images(r, cfg) for r in rolls])
+    generator = Generator(cfg, model)
+    return {"threshold": float(generator.choose_threshold(x)),
+            "directions": {k: v.tolist() for k, v in generator.attribute_directions(x).items()}}
 
 
 def best_metrics_of(result, best):

@@ -46,8 +46,8 @@ import numpy as np
 
 from .roll import random_transpose, shuffled_batches
 
-from .config import VAEConfig
-from .errors import DataError
+from .config import LSTMConfig, VAEConfig
+from .errors import ArgumentError, DataError
 
 #: Velocity (in velocity/127 units) of generated notes: the VAE models only which cells sound.
 VELOCITY = 90 / 127
@@ -60,6 +60,9 @@ OUTPUT_BIAS = float(np.log(0.03 / 0.97))
 BN_MOMENTUM = 0.9
 #: Thresholds :meth:`Generator.choose_threshold` tries.
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.02, 0.96, 0.01), 2))
+#: The temperature at which the lstm decoder's sampling is greedy: a conditional's logit divided
+#: by it is beyond +-20 (p within 2e-9 of 0 or 1) unless the conditional is within 0.005 of 0.5.
+GREEDY = 1e-3
 #: ``'sample'`` decoding never picks a pitch whose (block-mean) probability is below this.
 MIN_PROBABILITY = 0.02
 
@@ -157,6 +160,26 @@ def build_decoder(cfg: VAEConfig):
     return keras.Model(z, logits, name="decoder")
 
 
+def decoder_config(cfg: VAEConfig) -> LSTMConfig:
+    """The autoregressive decoder (``cfg.decoder='lstm'``) is the extender's joint-frame net, one
+    LSTM of ``decoder_units`` and a NADE of ``nade_units`` over the 128 pitches
+    (:mod:`musicgen.lstm.model`), conditioned on z: z is appended to every step's input and sets
+    the LSTM's initial state through a Dense with tanh (MusicVAE's decoder, Roberts et al. 2018).
+    It reads the frame before each step (silence before the first) with the copy gate, and no bar
+    position: an image starts on a beat, not necessarily on a bar."""
+    return LSTMConfig(layers=1, units=cfg.decoder_units, dropout=0.0, head="nade", nade_units=cfg.nade_units,
+                      position=False, transpose=0, condition=cfg.latent,
+                      frame_dropout=cfg.decoder_frame_dropout).check()
+
+
+def build_lstm_decoder(cfg: VAEConfig):
+    """[frames (B, height + 1, 128): a silent frame then the image's, z (B, latent)] -> the NADE's
+    conditionals (B, height, 128) of the image's frames (teacher forcing)."""
+    from .lstm.model import build_model as build_lstm
+
+    return build_lstm(decoder_config(cfg))
+
+
 @functools.cache
 def _sampling_layer():
     from .keras import keras, tf
@@ -191,7 +214,7 @@ def _vae_class():
             super().__init__(name="vae", **kwargs)
             self.cfg = cfg
             self.encoder = build_encoder(cfg)
-            self.decoder = build_decoder(cfg)
+            self.decoder = build_decoder(cfg) if cfg.decoder == "conv" else build_lstm_decoder(cfg)
             start = cfg.kl_weight if cfg.kl_anneal_epochs <= 0 else 0.0
             self.beta = tf.Variable(start, trainable=False, dtype=tf.float32, name="kl_beta",
                                     synchronization=tf.VariableSynchronization.ON_WRITE,
@@ -206,18 +229,21 @@ def _vae_class():
 
         def call(self, x, training=False):
             z_mean, _, z = self.encoder(x, training=training)
-            return tf.sigmoid(self.decoder(z if training else z_mean, training=training))
+            code = z if training else z_mean
+            if self.cfg.decoder == "lstm":
+                return self.teacher_forced(x, code, training)[..., None]
+            return tf.sigmoid(self.decoder(code, training=training))
+
+        def teacher_forced(self, x, z, training=False):
+            """The lstm decoder's P(cell sounds | the frames before, the lower pitches of its frame,
+            z) (B, height, width) for images x (B, height, width, 1) and codes z."""
+            return teacher_forced(self.decoder, x, z, training)
 
         def losses_of(self, x, training=False):
             """(loss, reconstruction, kl) of a batch, each averaged over its images."""
             x = tf.cast(x, tf.float32)
             z_mean, z_log_var, z = self.encoder(x, training=training)
-            logits = self.decoder(z, training=training)
-            if self.cfg.loss == "bce":
-                per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits)
-            else:
-                per_pixel = tf.square(x - tf.sigmoid(logits))
-            reconstruction = tf.reduce_mean(tf.reduce_sum(per_pixel, axis=[1, 2, 3]))
+            reconstruction = tf.reduce_mean(tf.reduce_sum(per_cell_loss(self, x, z, training), axis=[1, 2, 3]))
             kl_units = tf.reduce_mean(
                 -0.5 * (1.0 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var)), axis=0)
             kl = tf.reduce_sum(kl_units)
@@ -247,6 +273,30 @@ def _vae_class():
             return self._track(*self.losses_of(x, training=False))
 
     return VAE
+
+
+def teacher_forced(decoder, x, z, training=False):
+    """An lstm ``decoder``'s conditionals (B, height, width) of images x (B, height, width, 1) given
+    codes z: each step reads the frame before (silence before the first) and z."""
+    from .keras import tf
+
+    frames = tf.cast(x, tf.float32)[..., 0]
+    return decoder([tf.pad(frames, [[0, 0], [1, 0], [0, 0]]), z], training=training)
+
+
+def per_cell_loss(vae, x, z, training=False):
+    """The reconstruction loss of each cell of images x (B, height, width, 1) decoded from z by the
+    VAE ``vae``'s decoder: the lstm decoder's exact -log p(x | z), a cell's conditional at a time;
+    the convolutional decoder's Bernoulli cross-entropy (``loss='bce'``) or squared error."""
+    from .keras import tf
+
+    if vae.cfg.decoder == "lstm":
+        p = tf.clip_by_value(teacher_forced(vae.decoder, x, z, training)[..., None], 1e-7, 1 - 1e-7)
+        return -(x * tf.math.log(p) + (1 - x) * tf.math.log(1 - p))
+    logits = vae.decoder(z, training=training)
+    if vae.cfg.loss == "bce":
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits)
+    return tf.square(x - tf.sigmoid(logits))
 
 
 def build_model(cfg: VAEConfig):
@@ -373,6 +423,12 @@ def val_arrays(rolls, cfg: VAEConfig):
     return (np.concatenate(parts),)
 
 
+#: What picks a run's best checkpoint (``val_elbo_nll`` with a val split; musicgen.train): not the
+#: loss, whose KL weight ``beta`` is annealed, so an early epoch's loss at a small beta can beat
+#: every later one at full weight (a run with ``free_bits=8`` kept its first epoch that way).
+SELECTION_METRIC = "elbo_nll"
+
+
 def epoch_metrics(logs: dict) -> dict:
     """``elbo_nll``: reconstruction + KL at full weight (for loss='bce' the negative ELBO, an upper
     bound on -log p(x) in nats per image); ``val_elbo_nll`` likewise."""
@@ -388,6 +444,63 @@ def callbacks(cfg: VAEConfig, model) -> list:
 
 
 # --- generation and evaluation ---------------------------------------------------------------------
+
+MAX_INTERPOLATION_STEPS = 64
+#: Attributes with latent directions (:func:`image_attributes`, :meth:`Generator.attribute_directions`).
+ATTRIBUTES = ("density", "mean_pitch")
+
+
+def image_attributes(images_: np.ndarray) -> dict[str, np.ndarray]:
+    """Per binary image (n, height, width[, 1]): ``density``, note onsets per step (a note is a
+    run of sounding cells of one pitch, :func:`musicgen.metrics.onsets`), and ``mean_pitch``, the
+    mean MIDI pitch of its notes (NaN for a silent image)."""
+    from .metrics import onsets
+
+    x = np.asarray(images_) > 0
+    x = x[..., 0] if x.ndim == 4 else x
+    notes = np.stack([onsets(img) for img in x]) if len(x) else np.zeros(x.shape, bool)
+    count = notes.sum(axis=(1, 2)).astype(np.float64)
+    pitch_sum = (notes.sum(axis=1) * np.arange(x.shape[-1])).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pitch = np.where(count > 0, pitch_sum / count, np.nan)
+    return {"density": count / x.shape[1], "mean_pitch": mean_pitch}
+
+
+def attribute_direction(z: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The latent direction of an attribute (MusicVAE's attribute vectors, Roberts et al. 2018):
+    the mean code of the images in the top quarter of ``values`` minus that of the bottom quarter
+    (images whose value is undefined, NaN, left out). Zeros with fewer than 4 defined values."""
+    defined = np.flatnonzero(~np.isnan(values))
+    if len(defined) < 4:
+        return np.zeros(z.shape[1], np.float32)
+    order = defined[np.argsort(values[defined], kind="stable")]
+    quarter = len(order) // 4
+    return (z[order[-quarter:]].mean(0) - z[order[:quarter]].mean(0)).astype(np.float32)
+
+
+def check_interpolate_args(steps, temperature=None) -> None:
+    """ArgumentError unless ``steps`` is an integer in 2..MAX_INTERPOLATION_STEPS and
+    ``temperature`` None (greedy) or a number in (0, 10]: ``musicgen interpolate`` and
+    /v1/interpolate's check."""
+    if not (isinstance(steps, (int, np.integer)) and 2 <= steps <= MAX_INTERPOLATION_STEPS):
+        raise ArgumentError("steps", steps, f"an integer from 2 to {MAX_INTERPOLATION_STEPS}")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and np.isfinite(temperature)
+                                        and 0 < temperature <= 10):
+        raise ArgumentError("temperature", temperature, "a number in (0, 10]")
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t) -> np.ndarray:
+    """Codes (len(t), latent) float32 along the great circle from ``a`` to ``b`` at fractions ``t``
+    (Shoemake 1985; MusicVAE's interpolation): a Gaussian prior puts little mass near the straight
+    line's middle, whose norm shrinks. Parallel codes are interpolated linearly."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    t = np.asarray(t, np.float64)[:, None]
+    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return ((1 - t) * a + t * b).astype(np.float32)
+    return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(np.float32)
+
 
 class Generator:
     """A trained VAE ready to generate, encode and score.
@@ -413,6 +526,36 @@ class Generator:
         self.model = model
         self.threshold = float(threshold)
         self.batch_size = batch_size
+        self.directions: dict[str, np.ndarray] = {}  # attribute -> latent direction (a run's)
+        self._extender = None
+
+    @property
+    def autoregressive(self) -> bool:
+        return self.cfg.decoder == "lstm"
+
+    @property
+    def extender(self):
+        """The lstm decoder's generation engine: :class:`musicgen.lstm.Extender` on its layers."""
+        if self._extender is None:
+            from .lstm import Extender
+
+            self._extender = Extender.of_layers(decoder_config(self.cfg), self.model.decoder)
+        return self._extender
+
+    def sample(self, z: np.ndarray, seeds, temperature: float = 1.0) -> np.ndarray:
+        """lstm decoder: binary images (n, height, width) drawn from p(x | z) by exact ancestral
+        sampling, frame by frame, each frame pitch by pitch from the lowest (the LSTM's generation
+        engine), row i from the random generator of ``seeds[i]``, in blocks of rows whose results
+        do not depend on each other (:func:`musicgen.lstm.exact_block`)."""
+        from .lstm import exact_block
+
+        z = np.asarray(z, np.float32)
+        if not len(z):
+            return np.zeros((0, self.cfg.height, self.cfg.width), bool)
+        block = exact_block(self.extender, len(z))
+        out = self.extender.extend([np.zeros((0, 128), np.float32)] * len(z), self.cfg.height, temperature,
+                                   np.asarray(seeds), velocity=1.0, block=block, conditions=z)
+        return np.stack(out) > 0
 
     def _batched(self, fn, arrays):
         arrays = np.asarray(arrays, np.float32)
@@ -437,8 +580,43 @@ class Generator:
         return np.concatenate(self._batched(lambda b: self.model.encoder(b, training=False)[0].numpy(), x))
 
     def reconstruct(self, images_: np.ndarray) -> np.ndarray:
-        """Probabilities (n, height, width) of the images decoded from their z_mean."""
-        return self.decode(self.encode(images_))
+        """Probabilities (n, height, width) of the images decoded from their z_mean; for the lstm
+        decoder, the frames decoded greedily (each pitch on when its conditional reaches 0.5), 0 or 1."""
+        z = self.encode(images_)
+        if self.autoregressive:
+            return self.decode_notes(z).astype(np.float32)
+        return self.decode(z)
+
+    def attribute_shift(self, attributes: dict | None) -> np.ndarray:
+        """The sum of ``amount`` x direction over ``attributes`` ({name: amount}), the directions
+        this generator was given (``self.directions``, a run's: chosen on held-out images when it
+        was trained). ArgumentError for an attribute it has no direction for."""
+        shift = np.zeros(self.cfg.latent, np.float32)
+        for name, amount in (attributes or {}).items():
+            if name not in self.directions:
+                raise ArgumentError("attribute", name, f"one of {', '.join(self.directions) or '(none in this run)'}")
+            if not (isinstance(amount, (int, float)) and np.isfinite(amount) and abs(amount) <= 10):
+                raise ArgumentError(f"attribute {name}", amount, "a number from -10 to 10")
+            shift += np.float32(amount) * np.asarray(self.directions[name], np.float32)
+        return shift
+
+    def decode_notes(self, z: np.ndarray, seed: int = 0, temperature: float | None = None) -> np.ndarray:
+        """Which cells sound (bool (n, height, width)) in the pieces of codes z: the lstm decoder
+        samples each at ``temperature`` (None: greedily, :data:`GREEDY`), every row from the seed
+        ``seed``; the convolutional decoder's probabilities go through :meth:`notes` (its draws from
+        ``numpy.random.default_rng(seed)``)."""
+        if self.autoregressive:
+            return self.sample(z, np.full(len(z), seed), GREEDY if temperature is None else temperature)
+        return self.notes(self.decode(z), np.random.default_rng(seed))
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int, seed: int = 0,
+                    temperature: float | None = None) -> np.ndarray:
+        """``steps`` pieces (bool (steps, height, width)) from image ``a`` to image ``b`` (height,
+        width): the codes of :func:`slerp` between their z_mean, decoded by :meth:`decode_notes`;
+        the first and last are ``a``'s and ``b``'s reconstructions."""
+        check_interpolate_args(steps, temperature)
+        za, zb = self.encode(np.stack([a, b]))
+        return self.decode_notes(slerp(za, zb, np.linspace(0.0, 1.0, steps)), seed, temperature)
 
     def _images(self, images_) -> np.ndarray:
         x = (np.asarray(images_) > 0).astype(np.float32)
@@ -465,13 +643,24 @@ class Generator:
         raise DataError(f"decoding must be 'sample' or 'threshold', not {decoding!r}")
 
     def generate(self, n: int, seed: int = 0, threshold: float | None = None,
-                 decoding: str | None = None) -> list[np.ndarray]:
+                 decoding: str | None = None, temperature: float = 1.0,
+                 attributes: dict | None = None) -> list[np.ndarray]:
         """``n`` rolls (height, width) float32 decoded from z ~ N(0, I) drawn with
-        ``numpy.random.default_rng(seed)``, turned into notes by :meth:`notes` (its random draws from
-        ``numpy.random.default_rng([seed, 1])``); sounding cells have velocity 90/127. The same
-        seed gives the same rolls, and the first m of ``generate(n)`` are ``generate(m)``."""
+        ``numpy.random.default_rng(seed)``; sounding cells have velocity 90/127. The same seed
+        gives the same rolls, and the first m of ``generate(n)`` are ``generate(m)``. ``attributes``
+        ({name: amount}) moves every code ``amount`` times along the attribute's direction
+        (:meth:`attribute_shift`).
+
+        The lstm decoder samples each piece from p(x | z) at ``temperature``, row i from the seed
+        ``numpy.random.default_rng([seed, 1])``'s i-th draw (:meth:`sample`). The convolutional
+        decoder's probabilities become notes by :meth:`notes` (its random draws from
+        ``numpy.random.default_rng([seed, 1])``)."""
         z = np.random.default_rng(seed).standard_normal((n, self.cfg.latent)).astype(np.float32)
-        on = self.notes(self.decode(z), np.random.default_rng([seed, 1]), decoding, threshold)
+        z = z + self.attribute_shift(attributes)
+        if self.autoregressive:
+            on = self.sample(z, np.random.default_rng([seed, 1]).integers(0, 1 << 62, n), temperature)
+        else:
+            on = self.notes(self.decode(z), np.random.default_rng([seed, 1]), decoding, threshold)
         return [(o * VELOCITY).astype(np.float32) for o in on]
 
     def choose_threshold(self, images_: np.ndarray, criterion: str = "f1", grid=THRESHOLDS) -> float:
@@ -485,6 +674,8 @@ class Generator:
         """
         if criterion not in ("f1", "density"):
             raise ValueError(f"criterion must be 'f1' or 'density', not {criterion!r}")
+        if self.autoregressive:  # its decoding decides every cell: there is no threshold to choose
+            return self.threshold
         x = self._images(images_)
         if not len(x):
             raise DataError("choose_threshold needs at least one image")
@@ -524,13 +715,28 @@ class Generator:
         t = self.threshold if threshold is None else float(threshold)
         if not len(x):
             return {"images": 0}
-        probs = np.clip(self.reconstruct(x).astype(np.float64), 1e-7, 1 - 1e-7)
+        # the likelihood: of the reconstruction's probabilities, or the lstm decoder's exact
+        # teacher-forced conditionals given z_mean; the frame scores: of what decoding gives
+        decoded = self.reconstruct(x)
+        likely = self._teacher_forced(x) if self.autoregressive else decoded
+        probs = np.clip(likely.astype(np.float64), 1e-7, 1 - 1e-7)
         bce = -(x * np.log(probs) + (1 - x) * np.log1p(-probs))
-        frames = FrameScores(t).add(probs.reshape(-1, self.cfg.width), x.reshape(-1, self.cfg.width)).result()
+        frames = FrameScores(t).add(decoded.reshape(-1, self.cfg.width), x.reshape(-1, self.cfg.width)).result()
         return {"images": int(len(x)), "bce_per_image": float(bce.sum(axis=(1, 2)).mean()),
                 "bce_per_pixel": float(bce.mean()), "threshold": t,
                 **{k: frames[k] for k in ("accuracy", "precision", "recall", "f1")},
-                "density": float(x.mean()), "reconstruction_density": float((probs >= t).mean())}
+                "density": float(x.mean()), "reconstruction_density": float((decoded >= t).mean())}
+
+    def attribute_directions(self, images_: np.ndarray) -> dict[str, np.ndarray]:
+        """:func:`attribute_direction` of each of :data:`ATTRIBUTES` over the codes (z_mean) of
+        ``images_``."""
+        z = self.encode(images_)
+        return {name: attribute_direction(z, v) for name, v in image_attributes(images_).items()}
+
+    def _teacher_forced(self, x: np.ndarray) -> np.ndarray:
+        """The lstm decoder's conditionals (n, height, width) of binary images x given their z_mean."""
+        x = x[..., None].astype(np.float32)
+        return np.concatenate(self._batched(lambda b: self.model(b, training=False).numpy()[..., 0], x))
 
     def active_units(self, images_: np.ndarray, threshold: float = 0.01) -> int:
         """Latent units whose E[z|x] varies over ``images_`` by more than ``threshold``."""

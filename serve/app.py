@@ -9,6 +9,9 @@ Routes (``/docs`` has the OpenAPI page):
   ``?format=png|wav|json`` gives the piano roll, the audio, or all three (base64) in JSON;
 * ``POST /v1/generate`` JSON ``{"n": 1, "seed": 0, "model": null}`` -> ``audio/midi`` for n=1,
   a zip of n MIDI files otherwise (``?format=json``: base64 MIDI, PNG and WAV per piece);
+* ``POST /v1/interpolate`` -> multipart files ``a`` and ``b`` plus ``steps``, ``temperature``,
+  ``seed``, ``model``: JSON of the pieces from a to b along the VAE's latent space (base64 MIDI
+  each), one PNG strip of them and its audio;
 * ``GET /`` -> the page (upload a MIDI, see and hear the continuation, download it).
 
 Every bad request gets a 4xx JSON ``{"error": "..."}``; request bodies are limited before they are
@@ -55,6 +58,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from musicgen import generate
 from musicgen.errors import ArgumentError, MusicgenError, PromptTooLong
 from musicgen.lstm import MAX_STEPS, check_extend_args
+from musicgen.plot import piece_starts
+from musicgen.vae import check_interpolate_args
 
 from .batching import ExtendJob, StepBatcher
 from .limits import BodyLimit
@@ -115,6 +120,18 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(1, ge=1, le=MAX_N, description="pieces to generate")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed")
+    model: str | None = Field(None, max_length=200, description="VAE model id (GET /v1/models); default: the first")
+
+
+class InterpolateParams(BaseModel):
+    """The parameters of one interpolate request (form fields); ranges checked by musicgen's own
+    :func:`musicgen.vae.check_interpolate_args`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(8, description="pieces from a to b, both included")
+    temperature: float | None = Field(None, description="sampling temperature in (0, 10]; default: greedy")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed")
     model: str | None = Field(None, max_length=200, description="VAE model id (GET /v1/models); default: the first")
 
@@ -194,6 +211,12 @@ class Models:
     async def generate(self, model_id: str, n: int, seed: int) -> list[np.ndarray]:
         model = self.registry.get("vae", model_id)
         return await asyncio.get_running_loop().run_in_executor(self._compute, model.model.generate, n, seed)
+
+    async def interpolate(self, model_id: str, a: np.ndarray, b: np.ndarray, steps: int, seed: int,
+                          temperature: float | None) -> list[np.ndarray]:
+        model = self.registry.get("vae", model_id)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._compute, lambda: generate.interpolate_pieces(model.model, a, b, steps, seed, temperature))
 
 
 class LocalModels:
@@ -299,6 +322,19 @@ class Service:
         midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, **grid(model.info))) for r in rolls])
         return list(zip(rolls, midis))
 
+    # --- interpolate -------------------------------------------------------------------------
+
+    async def interpolate(self, model, a, b, params: InterpolateParams) -> list[tuple[np.ndarray, bytes]]:
+        """The pieces from piece ``a`` to piece ``b`` (:func:`musicgen.generate.interpolate_pieces`)
+        with their MIDI bytes."""
+        from musicgen.generate import grid
+        from musicgen.midi import roll_to_midi
+
+        rolls = await self._with_time_limit(
+            self._call("interpolate", model.id, a.roll, b.roll, params.steps, params.seed, params.temperature))
+        midis = await asyncio.to_thread(lambda: [_midi_bytes(roll_to_midi(r, **grid(model.info))) for r in rolls])
+        return list(zip(rolls, midis))
+
     async def _with_time_limit(self, awaitable):
         try:
             return await asyncio.wait_for(awaitable, self.settings.timeout_s)
@@ -308,12 +344,12 @@ class Service:
 
     # --- rendering ---------------------------------------------------------------------------
 
-    def png(self, roll, steps_per_beat, split_at=None, title=None) -> bytes:
+    def png(self, roll, steps_per_beat, split_at=None, title=None, separators=()) -> bytes:
         from musicgen.plot import plot_roll
 
         with self._render_lock, tempfile.TemporaryDirectory() as d:
             path = plot_roll(roll, os.path.join(d, "roll.png"), steps_per_beat=steps_per_beat, split_at=split_at,
-                             title=title)
+                             title=title, separators=separators)
             with open(path, "rb") as f:
                 return f.read()
 
@@ -389,15 +425,21 @@ class Routes:
         listed = (await self.service.registry()).describe()
         return {"models": listed, "defaults": {m["kind"]: m["id"] for m in listed if m["default"]}}
 
+    async def read_upload(self, upload: UploadFile, field: str, model):
+        """The uploaded MIDI file of form field ``field`` as musicgen reads it on ``model``'s grid
+        (:meth:`Service.read_prompt`), within this server's upload limit (413)."""
+        limit = self.settings.max_upload_bytes
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise RequestError(413, f"{field}: the file is larger than the limit of {limit} bytes")
+        name = f"{field} upload" + (f" {upload.filename[:100]!r}" if upload.filename else "")
+        return await asyncio.to_thread(self.service.read_prompt, data, model, name)
+
     async def extend(self, midi: UploadFile, params: ExtendParams, format: str):
         """POST /v1/extend once its parameters are parsed (:func:`_extend_endpoint`)."""
         service, settings = self.service, self.settings
         lstm = await service.check_extend(params)
-        data = await midi.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise RequestError(413, f"midi: the file is larger than the limit of {settings.max_upload_bytes} bytes")
-        name = "midi upload" + (f" {midi.filename[:100]!r}" if midi.filename else "")
-        piece = await asyncio.to_thread(service.read_prompt, data, lstm, name)
+        piece = await self.read_upload(midi, "midi", lstm)
         started = time.perf_counter()
         roll, mid, batch = await service.extend(lstm, piece, params)
         headers = {"X-Model": lstm.id, "X-Seed": str(params.seed), "X-Prompt-Steps": str(len(piece.roll)),
@@ -446,6 +488,43 @@ class Routes:
                         headers={**headers, "Content-Disposition": 'attachment; filename="pieces.zip"'})
 
 
+async def _interpolate(routes: Routes, a: UploadFile, b: UploadFile, params: InterpolateParams):
+    """POST /v1/interpolate once its parameters are parsed: JSON of the pieces from a to b (base64
+    MIDI each), one PNG strip of them all and its audio."""
+    service = routes.service
+    check_interpolate_args(params.steps, params.temperature)
+    vae = (await service.registry()).get("vae", params.model)
+    first, last = await routes.read_upload(a, "a", vae), await routes.read_upload(b, "b", vae)
+    pieces = await service.interpolate(vae, first, last, params)
+    strip = np.concatenate([roll for roll, _ in pieces])
+    title = f"{a.filename or 'a'} -> {b.filename or 'b'}: {len(pieces)} pieces ({vae.id}, seed {params.seed})"
+    png = await asyncio.to_thread(service.png, strip, vae.steps_per_beat, None, title,
+                                  piece_starts([roll for roll, _ in pieces]))
+    wav, engine = await asyncio.to_thread(service.wav, strip, vae.steps_per_beat)
+    return JSONResponse({"model": vae.id, "steps": params.steps, "seed": params.seed,
+                         "temperature": params.temperature, "piece_steps": len(pieces[0][0]),
+                         "pieces": [{"midi": _b64(mid)} for _, mid in pieces], "png": _b64(png), "wav": _b64(wav),
+                         "audio_engine": engine}, headers={"X-Model": vae.id, "X-Seed": str(params.seed)})
+
+
+def _interpolate_endpoint(routes: Routes):
+    """The /v1/interpolate endpoint: two MIDI files and form fields (:class:`InterpolateParams`)."""
+    max_bytes = routes.settings.max_upload_bytes
+
+    async def interpolate(
+        a: Annotated[UploadFile, File(description=f"the first piece, a MIDI file (at most {max_bytes} bytes)")],
+        b: Annotated[UploadFile, File(description="the last piece, a MIDI file")],
+        steps: Annotated[int, Form(description="pieces from a to b, both included (2-64)")] = 8,
+        temperature: Annotated[float | None, Form(description="sampling temperature (default: greedy)")] = None,
+        seed: Annotated[int, Form(description="random seed")] = 0,
+        model: Annotated[str | None, Form(description="VAE model id (default: the first)")] = None,
+    ):
+        params = InterpolateParams(steps=steps, temperature=temperature, seed=seed, model=model)
+        return await _interpolate(routes, a, b, params)
+
+    return interpolate
+
+
 def _extend_endpoint(routes: Routes):
     """The /v1/extend endpoint FastAPI calls: its parameters, each a form field or a query
     parameter (the docs state this server's upload limit); the body is :meth:`Routes.extend`."""
@@ -476,7 +555,8 @@ def make_app(service: Service):
     app = FastAPI(title="musicgen", version="1",
                   description="Extend MIDI prompts with a trained LSTM, generate pieces with a trained VAE. "
                               "Errors are JSON `{\"error\": \"...\"}` with a 4xx status for bad input.")
-    limits = {"/v1/extend": service.settings.max_upload_bytes + FORM_OVERHEAD}
+    limits = {"/v1/extend": service.settings.max_upload_bytes + FORM_OVERHEAD,
+              "/v1/interpolate": 2 * (service.settings.max_upload_bytes + FORM_OVERHEAD)}
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, JSON_BODY_LIMIT))
     for exc_type, handler in routes.error_handlers().items():
         app.add_exception_handler(exc_type, handler)
@@ -492,6 +572,10 @@ def make_app(service: Service):
              responses={200: {"content": {"audio/midi": {}, "application/zip": {}, "application/json": {}},
                               "description": "one MIDI file (n=1) or a zip of n"},
                         **ERROR_RESPONSES})(routes.generate)
+    app.post("/v1/interpolate", summary="pieces between two MIDI files along a VAE's latent space",
+             responses={200: {"content": {"application/json": {}},
+                              "description": "base64 MIDI per piece, a PNG strip and its audio"},
+                        **ERROR_RESPONSES})(_interpolate_endpoint(routes))
     return app
 
 
@@ -513,6 +597,9 @@ class ModelServer:
 
     async def generate(self, *args):
         return await self.models.generate(*args)
+
+    async def interpolate(self, *args):
+        return await self.models.interpolate(*args)
 
 
 # The ingress parses requests, reads and writes MIDI and renders pictures and sound; it reserves

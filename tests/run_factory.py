@@ -51,7 +51,8 @@ def write_dataset(dest: str, rolls: dict[str, list[np.ndarray]], steps_per_beat:
     return dest
 
 
-def write_run(out: str, kind: str, cfg, data: str, scratch, *, seed: int = 0, threshold: float | None = None):
+def write_run(out: str, kind: str, cfg, data: str, scratch, *, seed: int = 0, threshold: float | None = None,
+              directions: dict | None = None):
     """A run at ``out`` (a folder or s3://) of a freshly built ``kind`` model (weights drawn with
     ``seed``) on dataset ``data``, written as training writes one from its checkpoint (made in the
     local folder ``scratch``); returns (the Keras model, the metrics)."""
@@ -66,5 +67,6 @@ def write_run(out: str, kind: str, cfg, data: str, scratch, *, seed: int = 0, th
         json.dump({"epoch": 1, "kind": kind}, f)
     metrics = Run(out).save(SimpleNamespace(path=checkpoint, filesystem=pafs.LocalFileSystem()), kind=kind,
                             cfg=cfg, manifest=read_manifest(data), data=data, epochs=EPOCHS, best=EPOCHS[-1],
-                            workers=1, plan={"steps_per_epoch": 4, "val_steps": 1}, threshold=threshold)
+                            workers=1, plan={"steps_per_epoch": 4, "val_steps": 1}, threshold=threshold,
+                            directions=directions)
     return model, metrics

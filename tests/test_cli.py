@@ -37,7 +37,7 @@ def test_help_for_every_command():
     from musicgen.cli import COMMANDS
 
     assert [c[0] for c in COMMANDS] == ["corpus", "prepare", "show", "train", "tune", "serve", "evaluate",
-                                        "extend", "generate", "benchmark", "demo"]
+                                        "extend", "generate", "interpolate", "benchmark", "demo"]
     nested = [["corpus", "bach"], ["corpus", "other"], ["corpus", "poly"], ["benchmark", "poly"]]
     for cmd in [[c[0]] for c in COMMANDS] + nested:
         p = run_cli(*cmd, "--help")

@@ -42,7 +42,7 @@ def test_bad_settings_are_data_errors_naming_the_setting(kind, name, overrides, 
 
 def test_dict_round_trip_through_json():
     for kind in ("lstm", "vae"):
-        for name in ("tiny", "paper"):
+        for name in PRESETS[kind]:
             cfg = preset(kind, name)
             back = from_dict(kind, json.loads(json.dumps(to_dict(cfg))))
             assert back == cfg and type(back) is type(cfg)

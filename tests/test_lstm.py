@@ -185,6 +185,9 @@ def test_one_input_encoder_for_windows_and_generation():
         def zero_state(self, rows):
             return [np.zeros((rows, 1), np.float32)]
 
+        def first_state(self, row):
+            return [np.zeros(1, np.float32)]
+
         def step(self, x, state):
             self.inputs.append(x[0].copy())
             return np.full((len(x), 128), 0.5, np.float32), state

@@ -1,7 +1,7 @@
 """musicgen.plot: PNGs of rolls (prompt and continuation in two colours), grids, loss curves."""
 import numpy as np
 
-from musicgen.plot import pitch_name, plot_history, plot_roll, plot_rolls
+from musicgen.plot import piece_starts, pitch_name, plot_history, plot_roll, plot_rolls
 
 
 def read_png(path):
@@ -36,3 +36,17 @@ def test_grid_and_history(tmp_path):
     assert grid.shape[0] > 100 and grid.shape[1] > 100 and (grid < 0.5).any()
     curves = read_png(plot_history({"loss": [3, 2, 1], "val_loss": [3.5, 2.5, 2]}, str(tmp_path / "h.png")))
     assert curves.shape == (400, 600, 3)
+
+
+def test_a_strip_marks_where_its_pieces_meet(tmp_path):
+    pieces = [np.zeros((16, 128), np.float32) for _ in range(3)]
+    for i, p in enumerate(pieces):
+        p[:, 60 + 4 * i] = 1.0
+    assert piece_starts(pieces) == [16, 32]
+    strip = np.concatenate(pieces)
+    plain = read_png(plot_roll(strip, str(tmp_path / "plain.png")))
+    marked = read_png(plot_roll(strip, str(tmp_path / "marked.png"), separators=piece_starts(pieces)))
+    grey = lambda img: (np.ptp(img, axis=-1) < 0.02) & (img[..., 0] > 0.2) & (img[..., 0] < 0.5)  # noqa: E731
+    lines = np.flatnonzero(grey(marked).sum(axis=0) > 200) / marked.shape[1]  # mostly-grey columns
+    assert not (grey(plain).sum(axis=0) > 200).any()
+    assert len(lines) >= 2 and lines.min() > 0.3 and lines.max() < 0.75  # at 1/3 and 2/3 of the axes

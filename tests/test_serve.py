@@ -43,11 +43,17 @@ def request(url, body=None, ctype=None, method=None, headers=None, timeout=180):
 
 
 def multipart(field, filename, data, extra=None):
+    return multipart_files({field: (filename, data)}, extra)
+
+
+def multipart_files(files: dict, extra=None):
+    """(body, content type) of a form with ``files`` ({field: (filename, bytes)}) and text fields."""
     b = uuid.uuid4().hex
     parts = [f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
              for k, v in (extra or {}).items()]
-    parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-                 f'Content-Type: audio/midi\r\n\r\n'.encode() + data + b"\r\n")
+    for field, (filename, data) in files.items():
+        parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                     f'Content-Type: audio/midi\r\n\r\n'.encode() + data + b"\r\n")
     parts.append(f"--{b}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={b}"
 
@@ -288,6 +294,42 @@ def test_generate_one_midi_or_a_zip(server):
     assert status == 422 and "n" in assert_json_error(status, body)
 
 
+def interpolate(base, a: bytes, b: bytes, **fields):
+    return request(f"{base}/v1/interpolate",
+                   *multipart_files({"a": ("a.mid", a), "b": ("b.mid", b)}, {k: str(v) for k, v in fields.items()}))
+
+
+def test_interpolate_gives_the_librarys_pieces_a_strip_and_4xx_for_bad_input(server, prompts, runs):
+    import base64
+
+    from musicgen.generate import interpolate_pieces, load_generator, read_prompt
+    from musicgen.midi import read_midi
+
+    status, body, headers = interpolate(server, prompts[0], prompts[1], steps=4, seed=2)
+    assert status == 200, body[:300]
+    out = json.loads(body)
+    assert out["steps"] == 4 and len(out["pieces"]) == 4 and headers["X-Seed"] == "2"
+    assert base64.b64decode(out["png"])[:4] == b"\x89PNG"
+    generator, info = load_generator(str(runs[1]))
+    a, b = (read_prompt(p, info) for p in prompts[:2])
+    expected = interpolate_pieces(generator, a.roll, b.roll, 4, seed=2)
+    for piece, roll in zip(out["pieces"], expected):  # the library's pieces, as MIDI
+        got = read_midi(base64.b64decode(piece["midi"]), steps_per_beat=4).roll
+        np.testing.assert_array_equal(got[:len(roll)] > 0, roll[:len(got)] > 0)
+    bad = {"not midi": ((b"not midi", prompts[1]), {}, 400), "one step": ((prompts[0], prompts[1]), {"steps": 1}, 422),
+           "too many steps": ((prompts[0], prompts[1]), {"steps": 65}, 422),
+           "zero temperature": ((prompts[0], prompts[1]), {"temperature": 0}, 422),
+           "too long": ((long_prompt(), prompts[1]), {}, 413), "lstm as model": ((prompts[0], prompts[1]), {"model": "v1"}, 404)}
+    for name, ((first, last), fields, expected_status) in bad.items():
+        status, data, _ = interpolate(server, first, last, **fields)
+        assert status == expected_status, (name, status, data[:200])
+        assert_json_error(status, data)
+    assert "steps" in assert_json_error(*interpolate(server, prompts[0], prompts[1], steps=65)[:2])
+    status, data, _ = request(server + "/v1/interpolate", *multipart("a", "a.mid", prompts[0]))
+    assert status == 422 and "b" in assert_json_error(status, data)  # the second file is missing
+    assert request(server + "/v1/health")[0] == 200
+
+
 def test_every_bad_request_gets_a_4xx_json_error_and_the_service_stays_up(server, prompts):
     prompt = prompts[0]
     bad = {  # name: (body, content type, status)
@@ -365,12 +407,13 @@ def test_page_and_openapi_docs(server):
     assert "http://" not in page and "https://" not in page  # offline: nothing from a CDN
     assert request(server + "/docs")[0] == 200
     spec = json.loads(request(server + "/openapi.json")[1])
-    assert {"/v1/extend", "/v1/generate", "/v1/models", "/v1/health"} <= set(spec["paths"])
+    assert {"/v1/extend", "/v1/generate", "/v1/interpolate", "/v1/models", "/v1/health"} <= set(spec["paths"])
     assert "GenerateRequest" in json.dumps(spec)
 
 
 def test_page_in_headless_chromium(server, chorales):
-    """Upload a prompt on the page; the roll, the audio and the download link appear."""
+    """Upload a prompt on the page; the roll, the audio and the download link appear. Then two
+    files in the interpolation view: the strip, its audio and a link per piece."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -403,6 +446,17 @@ def test_page_in_headless_chromium(server, chorales):
                 page.click("#download")
             with open(download.value.path(), "rb") as f:
                 assert f.read(4) == b"MThd"
+            # the interpolation view: two files in, the strip and its audio out
+            second = sorted(glob.glob(f"{chorales}/*.mid"))[1]
+            page.set_input_files("#interp-a", prompt_path)
+            page.set_input_files("#interp-b", second)
+            page.fill("#interp-steps", "4")
+            page.click("#interpolate")
+            page.wait_for_selector("#interp-result:not([hidden])", timeout=180_000)
+            page.wait_for_function("document.getElementById('interp-roll').naturalWidth > 0", timeout=30_000)
+            assert page.get_attribute("#interp-player", "src").startswith("blob:")
+            assert page.locator("#interp-links a").count() == 4
+            assert page.is_hidden("#interp-error")
             page.screenshot(path=str(artifacts / "serve-page.png"), full_page=True)
         finally:
             browser.close()

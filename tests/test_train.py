@@ -213,6 +213,10 @@ def test_one_trainer_builder_for_training_and_tune_trials(cluster_cpus, gpu, per
     no_val = make_trainer({**config, "val_steps": 0}, {}, workers=1, gpu=False, name="c", storage_path=str(tmp_path),
                           keep=1, max_failures=0)
     assert no_val.run_config.checkpoint_config.checkpoint_score_attribute == "loss"
+    # a VAE's loss weighs KL by an annealed beta: its checkpoints are ranked by the ELBO instead
+    vae = make_trainer(loop_config("vae", preset("vae", "tiny"), "ds", {"steps_per_epoch": 4, "val_steps": 2}, 1),
+                       {}, workers=1, gpu=False, name="c", storage_path=str(tmp_path), keep=1, max_failures=0)
+    assert vae.run_config.checkpoint_config.checkpoint_score_attribute == "val_elbo_nll"
 
 
 def test_the_cluster_checks_name_the_flags():

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import LSTMConfig
 from ..errors import ArgumentError
 from ..midi import bar_positions
-from .model import build_step_model, features, n_features, network_input
+from .model import build_step_model, features, input_width, n_features, network_input
 from .step import StepNet, nade, zero_state
 
 MAX_STEPS = 4096  # one extend request's continuation, at most
@@ -68,9 +68,11 @@ class Row:
     mean velocity). An empty prompt is one silent frame. ``positions``: the bar position of each of
     its steps, its prompt's then its continuation's (at least ``len(prompt) + steps``;
     :meth:`Extender.row` makes them from the prompt's time signatures); None: counted from its
-    start (:func:`~.model.features`)."""
+    start (:func:`~.model.features`). ``condition``: a conditioned LSTM's vector (a VAE's code),
+    fed with every input and setting the row's initial state."""
 
-    def __init__(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None, positions=None):
+    def __init__(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None, positions=None,
+                 condition=None):
         frames = np.asarray(roll) > 0
         self.prompt = frames if len(frames) else np.zeros((1, 128), bool)
         self.steps, self.temperature = int(steps), float(temperature)
@@ -79,6 +81,7 @@ class Row:
             raise ValueError(f"{len(self.positions)} bar positions for a row of {len(self.prompt)} + "
                              f"{self.steps} steps")
         self.velocity = np.float32(mean_velocity(roll) if velocity is None else velocity)
+        self.condition = None if condition is None else np.asarray(condition, np.float32)
         self.rng = np.random.default_rng(int(seed))
         self.out = np.zeros((self.steps, 128), np.float32)  # the continuation, velocities
         self.frame = np.zeros(128, np.float32)  # the last sampled frame, the next input
@@ -118,8 +121,8 @@ class Row:
 class Batch:
     """Up to ``capacity`` rows in slots, stepped together on a multiple of ``block`` rows.
 
-    ``net`` gives ``cfg``, ``zero_state(rows)``, ``step(x, state)`` and ``sample(out, u, temps)``
-    (an :class:`Extender`).
+    ``net`` gives ``cfg``, ``zero_state(rows)``, ``first_state(row)``, ``step(x, state)`` and
+    ``sample(out, u, temps)`` (an :class:`Extender`).
     Rows join (:meth:`admit`) and leave (:meth:`drop`) between steps; an empty slot (None) is
     stepped as a silent row whose results nobody reads. Steps run on the slots up to the last.
     """
@@ -128,20 +131,20 @@ class Batch:
         self.net, self.block, self.capacity = net, block, capacity
         size = padded_rows(capacity, block)
         self.state = net.zero_state(size)
-        self.x = np.zeros((size, n_features(net.cfg)), np.float32)
+        self.x = np.zeros((size, input_width(net.cfg)), np.float32)
         # ``fixed``: all the slots exist from the start, so every step runs on the same rows.
         self.rows: list[Row | None] = [None] * capacity if fixed else []
 
     def admit(self, row: Row, slot: int | None = None) -> None:
-        """Put ``row`` in ``slot`` (default: a new last slot), from a zero state, as when alone."""
+        """Put ``row`` in ``slot`` (default: a new last slot), from its first state, as when alone."""
         if slot is None:
             slot = len(self.rows)
         if not 0 <= slot < self.capacity or (slot < len(self.rows) and self.rows[slot] is not None):
             raise ValueError(f"slot {slot} of a batch of {self.capacity} is taken or out of range")
         self.rows += [None] * (slot + 1 - len(self.rows))
         self.rows[slot] = row
-        for s in self.state:
-            s[slot] = 0
+        for s, first in zip(self.state, self.net.first_state(row)):
+            s[slot] = first
 
     def drop(self, slot: int) -> Row:
         """Remove the row of ``slot``; the last slot's row moves into it (rows do not depend on
@@ -163,7 +166,10 @@ class Batch:
         x = self.x[:m]
         x[:] = 0  # empty slots and padding: silence
         if live:
-            x[live] = network_input(np.stack([rows[i].input() for i in live]), [rows[i].position() for i in live], cfg)
+            nf = n_features(cfg)
+            x[live, :nf] = network_input(np.stack([rows[i].input() for i in live]), [rows[i].position() for i in live], cfg)
+            if cfg.condition:
+                x[live, nf:] = np.stack([rows[i].condition for i in live])
         out, state = self.net.step(x, [s[:m] for s in self.state])
         for s, new in zip(self.state, state):
             s[:m] = new
@@ -191,7 +197,7 @@ def exact_block(extender, max_rows: int, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     for block in BLOCKS:
         top = padded_rows(max_rows, block)
-        x = (rng.random((top, n_features(extender.cfg))) < 0.1).astype(np.float32)
+        x = (rng.random((top, input_width(extender.cfg))) < 0.1).astype(np.float32)
         state = [(rng.standard_normal(s.shape) * 0.5).astype(np.float32) for s in extender.zero_state(top)]
         ref = extender.step(x, state)
         flipped = extender.step(x[::-1], [s[::-1] for s in state])
@@ -228,7 +234,7 @@ class Extender:
         if weights is not None:
             self.model.set_weights(weights)
         # One compiled graph for any batch and length: eager Keras calls cost ~100x a step's maths.
-        spec = [tf.TensorSpec((None, None, n_features(cfg)), tf.float32)]
+        spec = [tf.TensorSpec((None, None, input_width(cfg)), tf.float32)]
         spec += [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)
         self._call = tf.function(lambda x, *state: self.model([x, *state], training=False), input_signature=spec)
         self._net = None  # the StepNet, made at the first step (scoring alone never needs it)
@@ -241,6 +247,14 @@ class Extender:
                              "extend and evaluate need a many-to-many model")
         return cls(cfg, model.get_weights(), steps_per_beat, meter)  # the same layers in the same order
 
+    @classmethod
+    def of_layers(cls, cfg: LSTMConfig, model) -> "Extender":
+        """An Extender that generates with the trained layers of ``model`` found by their names (a
+        VAE's decoder, which is trained inside another model): steps without bars, no scoring."""
+        extender = cls(cfg, steps_per_beat=None, meter=False)
+        extender._net = StepNet(cfg, model)
+        return extender
+
     def positions(self, steps: int, time_signatures=None) -> np.ndarray:
         """The bar positions of a piece's first ``steps`` steps on the run's grid, from its time
         signatures ((row, num, den); None or none: 4/4), the last going on past them
@@ -250,14 +264,18 @@ class Extender:
         return bar_positions(self.steps_per_beat, time_signatures or (), steps)
 
     def row(self, roll, steps: int, temperature: float = 1.0, seed: int = 0, velocity=None,
-            time_signatures=None) -> Row:
+            time_signatures=None, condition=None) -> Row:
         """The :class:`Row` that continues prompt ``roll`` in its meter: its time signatures
         ((row, num, den); None: 4/4), the last of them going on through the continuation."""
         return Row(roll, steps, temperature, seed, velocity,
-                   self.positions(max(len(roll), 1) + int(steps), time_signatures))
+                   self.positions(max(len(roll), 1) + int(steps), time_signatures), condition)
 
     def zero_state(self, batch: int = 1) -> list[np.ndarray]:
         return zero_state(self.cfg, batch)
+
+    def first_state(self, row: Row) -> list[np.ndarray]:
+        """The state ``row`` starts from (one row): zeros, or its condition's."""
+        return [s[0] for s in self.net.first_state(row.condition)]
 
     @property
     def net(self) -> StepNet:
@@ -321,7 +339,8 @@ class Extender:
         width = 128 + (self.cfg.nade_units if self.cfg.head == "nade" else 0)
         return np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
 
-    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1, time_signatures=None):
+    def extend(self, prompts, steps, temperature=1.0, seeds=0, velocity=None, block: int = 1, time_signatures=None,
+               conditions=None):
         """Continue each prompt roll; returns the continuations, (steps, 128) each.
 
         ``prompts`` is one roll or a list of rolls, generated together, one :class:`Row` each.
@@ -330,7 +349,8 @@ class Extender:
         sharpened (temperature < 1) or flattened (> 1) in logit space. Notes take ``velocity``
         (default: the prompt's mean velocity). The step runs on a multiple of ``block`` rows.
         ``time_signatures``: the prompt's ((row, num, den) list), or one list per prompt; a
-        continuation goes on in its prompt's last meter (None: 4/4, :meth:`row`).
+        continuation goes on in its prompt's last meter (None: 4/4, :meth:`row`). ``conditions``
+        (n, C): a conditioned LSTM's vector per prompt.
         """
         single = isinstance(prompts, np.ndarray) and prompts.ndim == 2
         prompts = [prompts] if single else list(prompts)
@@ -341,7 +361,9 @@ class Extender:
         meters = [None] * n if time_signatures is None else [time_signatures] if single else list(time_signatures)
         if len(meters) != n:
             raise ArgumentError("time_signatures", len(meters), f"one list per prompt ({n} lists)")
-        rows = [self.row(p, s, t, seed, velocity, m) for p, s, t, seed, m in zip(prompts, steps, temps, seeds, meters)]
+        conditions = [None] * n if conditions is None else list(conditions)
+        rows = [self.row(p, s, t, seed, velocity, m, c)
+                for p, s, t, seed, m, c in zip(prompts, steps, temps, seeds, meters, conditions)]
         batch, _ = self._prime(rows, block)
         while not all(r.finished for r in rows):
             batch.step()

@@ -17,7 +17,13 @@ SPARSE_LOGIT = -4.0  # initial output logit: P(on) = 1.8%
 
 
 def n_features(cfg: LSTMConfig) -> int:
+    """Columns of a frame's network input (:func:`network_input`): the pitches, then the bar position."""
     return 128 + (cfg.steps_per_bar if cfg.position else 0)
+
+
+def input_width(cfg: LSTMConfig) -> int:
+    """Columns a step of the LSTM reads: a frame's network input, then the conditioning vector."""
+    return n_features(cfg) + cfg.condition
 
 
 def network_input(frames: np.ndarray, positions, cfg: LSTMConfig) -> np.ndarray:
@@ -65,15 +71,69 @@ def build_model(cfg: LSTMConfig):
     from ..keras import keras
 
     x = inp = keras.Input((None, n_features(cfg)), name="frames")
+    inputs, initial = [inp], [None] * (2 * cfg.layers)
+    if cfg.frame_dropout:
+        x = frame_dropout_class()(cfg.frame_dropout, name="frame_dropout")(x)
+    if cfg.condition:  # a second input (B, condition): fed at every step, and the initial state
+        condition = keras.Input((cfg.condition,), name="condition")
+        inputs.append(condition)
+        x = conditioned(x, condition)
+        initial = _initial_state(cfg, condition)
     if cfg.head == "nade":  # the LSTM reads frames 0..W-1; frames 1..W are the targets
-        x = keras.layers.Lambda(lambda t: t[:, :-1], name="history")(inp)
+        x = keras.layers.Lambda(lambda t: t[:, :-1], name="history")(x)
     lstm_in = x
     for i in range(cfg.layers):
         last = i == cfg.layers - 1
-        x = keras.layers.LSTM(cfg.units, return_sequences=not (last and cfg.many_to_one), name=f"lstm_{i}")(x)
+        x = keras.layers.LSTM(cfg.units, return_sequences=not (last and cfg.many_to_one),
+                              name=f"lstm_{i}")(x, initial_state=_pair(initial, i))
         if cfg.dropout and (not last or cfg.head == "nade"):  # and before the NADE head: its biases
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    return keras.Model(inp, _output(cfg, lstm_in, x, _targets(inp, cfg)), name="lstm_extender")
+    return keras.Model(inputs if cfg.condition else inp, _output(cfg, lstm_in, x, _targets(inp, cfg)),
+                       name="lstm_extender")
+
+
+@functools.cache
+def frame_dropout_class():
+    """The Keras layer that, in training, silences whole input frames (the 128 pitch columns of a
+    step) with probability ``rate``, independently per step and sequence; the identity otherwise."""
+    from ..keras import keras, tf
+
+    class FrameDropout(keras.layers.Layer):
+        def __init__(self, rate: float, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = rate
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            keep = tf.cast(tf.random.uniform(tf.shape(x)[:-1])[..., None] >= self.rate, x.dtype)
+            return tf.concat([x[..., :128] * keep, x[..., 128:]], axis=-1)
+
+    return FrameDropout
+
+
+def conditioned(x, condition):
+    """Steps ``x`` (B, T, F) with the vector ``condition`` (B, C) appended to each: (B, T, F + C)."""
+    from ..keras import keras, tf
+
+    return keras.layers.Lambda(
+        lambda t: tf.concat([t[0], tf.repeat(t[1][:, None], tf.shape(t[0])[1], axis=1)], axis=-1),
+        name="conditioned")([x, condition])
+
+
+def _initial_state(cfg: LSTMConfig, condition) -> list:
+    """The LSTM's initial state (h0, c0, h1, c1, ...) from the conditioning vector: one Dense with
+    tanh (MusicVAE's), named ``initial_state`` (:class:`~musicgen.lstm.step.StepNet` reads it)."""
+    from ..keras import keras, tf
+
+    units = cfg.units
+    flat = keras.layers.Dense(2 * cfg.layers * units, activation="tanh", name="initial_state")(condition)
+    return keras.layers.Lambda(lambda t: tf.split(t, 2 * cfg.layers, axis=-1), name="initial_split")(flat)
+
+
+def _pair(state: list, i: int):
+    """Layer ``i``'s [h, c] of a state list, or None (zeros) when there is none."""
+    return None if state[2 * i] is None else [state[2 * i], state[2 * i + 1]]
 
 
 def _targets(inp, cfg: LSTMConfig):
@@ -180,7 +240,7 @@ def build_step_model(cfg: LSTMConfig):
     then hidden), from which :func:`musicgen.lstm.step.nade` scores or samples a frame."""
     from ..keras import keras
 
-    inp = keras.Input((None, n_features(cfg)), name="frames")
+    inp = keras.Input((None, input_width(cfg)), name="frames")  # the conditioning vector included
     states_in, states_out = [], []
     x = inp
     for i in range(cfg.layers):

@@ -16,7 +16,7 @@ import types
 import numpy as np
 
 from ..config import LSTMConfig
-from .model import n_features
+from .model import input_width
 
 XLA_MIN_WEIGHTS = 3_000_000  # LSTM kernel floats from which batched steps run in XLA
 HALF = np.float32(0.5)
@@ -113,10 +113,26 @@ class StepNet:
         self.out = Out(kernel=np.ascontiguousarray(np.concatenate([w[f"{k}/kernel"] for k in names], axis=1), np.float32),
                        bias=np.concatenate([w[f"{k}/bias"] for k in names]).astype(np.float32),
                        keep=keep, hidden=cfg.nade_units if cfg.head == "nade" else 0)
-        # NADE's weights, (128, H) each, rows contiguous: pitch i's are read one at a time
-        self.nade_weights = (model.nade.w.numpy(), model.nade.v.numpy()) if cfg.head == "nade" else None
+        # NADE's weights, (128, H) each, rows contiguous: pitch i's are read one at a time. The step
+        # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
+        if cfg.head == "nade":
+            layer = getattr(model, "nade", None) or model.get_layer("nade")
+            self.nade_weights = (layer.w.numpy(), layer.v.numpy())
+        else:
+            self.nade_weights = None
+        # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
+        self.initial = (w["initial_state/kernel"], w["initial_state/bias"]) if cfg.condition else None
         big = sum(k.size for k, _ in self.layers) >= XLA_MIN_WEIGHTS
         self.batched = self._xla() if big else None  # the several-row backend, if it pays
+
+    def first_state(self, condition=None, rows: int = 1) -> list[np.ndarray]:
+        """The state (h0, c0, ...) a row starts from: zeros, or for a conditioned LSTM the
+        initial-state Dense of its ``condition`` (rows, C)."""
+        if self.initial is None:
+            return zero_state(self.cfg, rows)
+        k, b = self.initial
+        flat = np.tanh(np.asarray(condition, np.float32).reshape(-1, len(k)) @ k + b).astype(np.float32)
+        return [np.ascontiguousarray(part) for part in np.split(flat, 2 * self.cfg.layers, axis=1)]
 
     def step(self, x: np.ndarray, state: list[np.ndarray]):
         """Inputs (B, features) and state -> (head output (B, 128 [+ H]), new state), numpy arrays."""
@@ -134,7 +150,7 @@ class StepNet:
         layers = [(tf.constant(k), tf.constant(b)) for k, b in self.layers]
         out = Out(kernel=tf.constant(self.out.kernel), bias=tf.constant(self.out.bias), keep=self.out.keep,
                   hidden=self.out.hidden)
-        spec = [tf.TensorSpec((None, n_features(cfg)), tf.float32),
+        spec = [tf.TensorSpec((None, input_width(cfg)), tf.float32),
                 [tf.TensorSpec((None, cfg.units), tf.float32)] * (2 * cfg.layers)]
         return tf.function(lambda x, state: cell(ops, x, state, layers, out, cfg.units),
                            input_signature=spec, jit_compile=True)
