@@ -60,6 +60,7 @@ class LSTMConfig:
     # vector stays): a conditioned decoder must then take more from its condition (Bowman et al.
     # 2016's word dropout; MusicVAE's option against posterior collapse).
     frame_dropout: float = 0.0
+    frame_dropout_scheduled: bool = False  # the rate is a variable a training callback moves
 
     def check(self) -> "LSTMConfig":
         _check_range("layers", self.layers, 1, 3)
@@ -119,6 +120,9 @@ class VAEConfig:
     decoder_units: int = 256
     nade_units: int = 150
     decoder_frame_dropout: float = 0.0  # the lstm decoder's LSTMConfig.frame_dropout
+    # > 0: the lstm decoder's frame dropout starts at 1 (it reads no frame, only z) and falls to
+    # decoder_frame_dropout over this many epochs (musicgen.vae.callbacks)
+    decoder_dropout_epochs: int = 0
 
     def check(self) -> "VAEConfig":
         _check_range("height", self.height, 32, 1 << 14)
@@ -135,6 +139,7 @@ class VAEConfig:
         _check_range("decoder_units", self.decoder_units, 1, 4096)
         _check_range("nade_units", self.nade_units, 1, 4096)
         _check_range("decoder_frame_dropout", self.decoder_frame_dropout, 0.0, 1.0)
+        _check_range("decoder_dropout_epochs", self.decoder_dropout_epochs, 0, 100_000)
         if self.decoding not in ("sample", "threshold"):
             raise DataError(f"decoding must be 'sample' or 'threshold', not {self.decoding!r}")
         _check_range("shift_step", self.shift_step, 1, self.height)

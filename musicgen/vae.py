@@ -169,7 +169,8 @@ def decoder_config(cfg: VAEConfig) -> LSTMConfig:
     position: an image starts on a beat, not necessarily on a bar."""
     return LSTMConfig(layers=1, units=cfg.decoder_units, dropout=0.0, head="nade", nade_units=cfg.nade_units,
                       position=False, transpose=0, condition=cfg.latent,
-                      frame_dropout=cfg.decoder_frame_dropout).check()
+                      frame_dropout=cfg.decoder_frame_dropout,
+                      frame_dropout_scheduled=cfg.decoder_dropout_epochs > 0).check()
 
 
 def build_lstm_decoder(cfg: VAEConfig):
@@ -318,26 +319,26 @@ def compile_model(model, cfg: VAEConfig):
 
 
 @functools.cache
-def _annealing_class():
+def _schedule_class():
     from .keras import keras
 
-    class KLAnnealing(keras.callbacks.Callback):
-        """Sets the model's ``beta`` = ``kl_weight`` x min(1, progress / ``anneal_epochs``), where
-        progress counts epochs, fractionally within an epoch when the steps per epoch are known
-        (0 at the first batch of epoch 0, the full weight from epoch ``anneal_epochs`` on)."""
+    class LinearSchedule(keras.callbacks.Callback):
+        """Moves ``variable`` linearly from ``start`` to ``end`` over ``epochs`` epochs of training,
+        fractionally within an epoch when the steps per epoch are known (``start`` at the first
+        batch of epoch 0, ``end`` from epoch ``epochs`` on; ``end`` throughout when ``epochs`` <= 0);
+        each epoch's logs get the value under ``name``."""
 
-        def __init__(self, vae, kl_weight: float, anneal_epochs: int):
+        def __init__(self, variable, start: float, end: float, epochs: int, name: str):
             super().__init__()
-            self.vae, self.kl_weight, self.anneal_epochs = vae, float(kl_weight), int(anneal_epochs)
-            self._epoch = 0
+            self.variable, self.start, self.end = variable, float(start), float(end)
+            self.epochs, self.name, self._epoch = int(epochs), name, 0
 
         def value(self, progress: float) -> float:
-            if self.anneal_epochs <= 0:
-                return self.kl_weight
-            return self.kl_weight * min(1.0, max(0.0, progress) / self.anneal_epochs)
+            done = 1.0 if self.epochs <= 0 else min(1.0, max(0.0, progress) / self.epochs)
+            return self.end if done == 1.0 else self.start + (self.end - self.start) * done
 
         def _set(self, progress):
-            self.vae.beta.assign(self.value(progress))
+            self.variable.assign(self.value(progress))
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
@@ -350,13 +351,14 @@ def _annealing_class():
 
         def on_epoch_end(self, epoch, logs=None):
             if logs is not None:
-                logs["beta"] = float(self.vae.beta.numpy())
+                logs[self.name] = float(self.variable.numpy())
 
-    return KLAnnealing
+    return LinearSchedule
 
 
 def KLAnnealing(vae, kl_weight: float, anneal_epochs: int):  # noqa: N802 - a callback factory
-    return _annealing_class()(vae, kl_weight, anneal_epochs)
+    """The model's ``beta`` from 0 to ``kl_weight`` over ``anneal_epochs`` (logged as ``beta``)."""
+    return _schedule_class()(vae.beta, 0.0, kl_weight, anneal_epochs, "beta")
 
 
 # --- data: images cut from rolls on the fly -------------------------------------------------------
@@ -440,7 +442,15 @@ def epoch_metrics(logs: dict) -> dict:
 
 
 def callbacks(cfg: VAEConfig, model) -> list:
-    return [KLAnnealing(model, cfg.kl_weight, cfg.kl_anneal_epochs)]
+    schedules = [KLAnnealing(model, cfg.kl_weight, cfg.kl_anneal_epochs)]
+    if cfg.decoder == "lstm" and cfg.decoder_dropout_epochs > 0:
+        # The decoder first reads no frame at all, so only z can tell it the piece; the frames
+        # come back over the first epochs (a decoder that reads them from the start learns to
+        # continue the previous frame and uses z for ~20 of its ~150 nats per image).
+        rate = model.decoder.get_layer("frame_dropout").rate_variable
+        schedules.append(_schedule_class()(rate, 1.0, cfg.decoder_frame_dropout, cfg.decoder_dropout_epochs,
+                                           "frame_dropout"))
+    return schedules
 
 
 # --- generation and evaluation ---------------------------------------------------------------------

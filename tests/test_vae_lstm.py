@@ -217,3 +217,24 @@ def test_frame_dropout_silences_whole_input_frames_in_training_only():
     assert vae.decoder_config(cfg).frame_dropout == 0.3
     model = vae.build_model(cfg)  # builds and samples like any other
     assert vae.Generator(cfg, model).generate(1, seed=0)[0].shape == (cfg.height, 128)
+
+
+def test_the_decoder_can_start_blind_to_its_frames_and_read_them_later(tmp_path):
+    """decoder_dropout_epochs: the frame dropout starts at 1 (only z tells the decoder the piece)
+    and falls to decoder_frame_dropout as training goes; the KL weight has its own schedule; the
+    rate travels with the weights and generation reads every frame."""
+    cfg = small_cfg(decoder_dropout_epochs=2, decoder_frame_dropout=0.2, kl_anneal_epochs=2, kl_weight=0.5)
+    model = vae.compile_model(vae.build_model(cfg), cfg)
+    schedules = vae.callbacks(cfg, model)
+    assert [s.value(0) for s in schedules] == [0.0, 1.0] and [s.value(9) for s in schedules] == [0.5, 0.2]
+    x = np.repeat(patterns(), 4, axis=0)[..., None]
+    logs = model.fit(x, epochs=3, batch_size=8, callbacks=schedules, verbose=0).history
+    assert logs["frame_dropout"][0] > logs["frame_dropout"][1] > 0.2 and logs["frame_dropout"][-1] == pytest.approx(0.2)
+    assert logs["beta"][-1] == pytest.approx(0.5)
+    model.save_weights(str(tmp_path / "w.h5"))
+    again = vae.build_model(cfg)
+    again.load_weights(str(tmp_path / "w.h5"))
+    assert float(again.decoder.get_layer("frame_dropout").rate_variable.numpy()) == pytest.approx(0.2)
+    assert not vae.callbacks(small_cfg(decoder_frame_dropout=0.2), model)[1:]  # a fixed rate: no schedule
+    with pytest.raises(DataError, match="decoder_dropout_epochs"):
+        small_cfg(decoder_dropout_epochs=-1)

@@ -72,8 +72,8 @@ def build_model(cfg: LSTMConfig):
 
     x = inp = keras.Input((None, n_features(cfg)), name="frames")
     inputs, initial = [inp], [None] * (2 * cfg.layers)
-    if cfg.frame_dropout:
-        x = frame_dropout_class()(cfg.frame_dropout, name="frame_dropout")(x)
+    if cfg.frame_dropout or cfg.frame_dropout_scheduled:
+        x = frame_dropout_class()(cfg.frame_dropout, cfg.frame_dropout_scheduled, name="frame_dropout")(x)
     if cfg.condition:  # a second input (B, condition): fed at every step, and the initial state
         condition = keras.Input((cfg.condition,), name="condition")
         inputs.append(condition)
@@ -95,18 +95,28 @@ def build_model(cfg: LSTMConfig):
 @functools.cache
 def frame_dropout_class():
     """The Keras layer that, in training, silences whole input frames (the 128 pitch columns of a
-    step) with probability ``rate``, independently per step and sequence; the identity otherwise."""
+    step) with probability ``rate``, independently per step and sequence; the identity otherwise.
+    ``scheduled``: the rate is a variable (``rate_variable``, a non-trainable weight) that a
+    callback moves during training (musicgen.vae's decoder schedule)."""
     from ..keras import keras, tf
 
     class FrameDropout(keras.layers.Layer):
-        def __init__(self, rate: float, **kwargs):
+        def __init__(self, rate: float, scheduled: bool = False, **kwargs):
             super().__init__(**kwargs)
-            self.rate = rate
+            self.rate, self.scheduled = rate, scheduled
+
+        def build(self, input_shape):
+            self.rate_variable = self.add_weight(
+                name="rate", shape=(), trainable=False, initializer=keras.initializers.Constant(self.rate),
+                synchronization=tf.VariableSynchronization.ON_WRITE,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA) if self.scheduled else None
+            super().build(input_shape)
 
         def call(self, x, training=None):
             if not training:
                 return x
-            keep = tf.cast(tf.random.uniform(tf.shape(x)[:-1])[..., None] >= self.rate, x.dtype)
+            rate = self.rate if self.rate_variable is None else self.rate_variable
+            keep = tf.cast(tf.random.uniform(tf.shape(x)[:-1])[..., None] >= rate, x.dtype)
             return tf.concat([x[..., :128] * keep, x[..., 128:]], axis=-1)
 
     return FrameDropout
