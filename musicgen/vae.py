@@ -104,6 +104,12 @@ def sample_notes(probs: np.ndarray, block: int, temperature: float, rng: np.rand
     return np.repeat(on, block, axis=1)
 
 
+def _cell_nll(x: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Each cell's Bernoulli negative log-likelihood (nats) of binary x under ``probs``."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-7, 1 - 1e-7)
+    return -(x * np.log(p) + (1 - x) * np.log1p(-p))
+
+
 def _check_size(cfg: VAEConfig) -> None:
     for name in ("height", "width"):
         v = getattr(cfg, name)
@@ -728,14 +734,21 @@ class Generator:
         # the likelihood: of the reconstruction's probabilities, or the lstm decoder's exact
         # teacher-forced conditionals given z_mean; the frame scores: of what decoding gives
         decoded = self.reconstruct(x)
-        likely = self._teacher_forced(x) if self.autoregressive else decoded
-        probs = np.clip(likely.astype(np.float64), 1e-7, 1 - 1e-7)
-        bce = -(x * np.log(probs) + (1 - x) * np.log1p(-probs))
+        likely = self._teacher_forced(x, self.encode(x)) if self.autoregressive else decoded
+        bce = _cell_nll(x, likely)
         frames = FrameScores(t).add(decoded.reshape(-1, self.cfg.width), x.reshape(-1, self.cfg.width)).result()
-        return {"images": int(len(x)), "bce_per_image": float(bce.sum(axis=(1, 2)).mean()),
-                "bce_per_pixel": float(bce.mean()), "threshold": t,
-                **{k: frames[k] for k in ("accuracy", "precision", "recall", "f1")},
-                "density": float(x.mean()), "reconstruction_density": float((decoded >= t).mean())}
+        out = {"images": int(len(x)), "bce_per_image": float(bce.sum(axis=(1, 2)).mean()),
+               "bce_per_pixel": float(bce.mean()), "threshold": t,
+               **{k: frames[k] for k in ("accuracy", "precision", "recall", "f1")},
+               "density": float(x.mean()), "reconstruction_density": float((decoded >= t).mean())}
+        if self.autoregressive:
+            # What the code is worth to the decoder: nats per image it saves against the prior's
+            # mean. Near 0 is posterior collapse on the decoder's side, however many units are
+            # active (a decoder that continues the previous frame can ignore an informative z).
+            blind = _cell_nll(x, self._teacher_forced(x, np.zeros((len(x), self.cfg.latent), np.float32)))
+            out["bce_per_image_at_prior_mean"] = float(blind.sum(axis=(1, 2)).mean())
+            out["code_nats"] = out["bce_per_image_at_prior_mean"] - out["bce_per_image"]
+        return out
 
     def attribute_directions(self, images_: np.ndarray) -> dict[str, np.ndarray]:
         """:func:`attribute_direction` of each of :data:`ATTRIBUTES` over the codes (z_mean) of
@@ -743,10 +756,12 @@ class Generator:
         z = self.encode(images_)
         return {name: attribute_direction(z, v) for name, v in image_attributes(images_).items()}
 
-    def _teacher_forced(self, x: np.ndarray) -> np.ndarray:
-        """The lstm decoder's conditionals (n, height, width) of binary images x given their z_mean."""
-        x = x[..., None].astype(np.float32)
-        return np.concatenate(self._batched(lambda b: self.model(b, training=False).numpy()[..., 0], x))
+    def _teacher_forced(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The lstm decoder's conditionals (n, height, width) of binary images x given codes z."""
+        x, z = x[..., None].astype(np.float32), np.asarray(z, np.float32)
+        n = self.batch_size
+        return np.concatenate([self.model.teacher_forced(x[i:i + n], z[i:i + n]).numpy()
+                               for i in range(0, len(x), n)])
 
     def active_units(self, images_: np.ndarray, threshold: float = 0.01) -> int:
         """Latent units whose E[z|x] varies over ``images_`` by more than ``threshold``."""

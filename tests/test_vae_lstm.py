@@ -90,6 +90,10 @@ def test_trained_on_patterns_it_reconstructs_them_and_uses_its_code(trained):
     err = gen.reconstruction_error(patterns())
     assert err["f1"] > 0.9, err  # greedy decoding from z_mean gives each piece back
     assert err["bce_per_image"] < 10
+    # which of the four pieces (and so every bass note) only the code says: without it, at the
+    # prior's mean, the same frames cost many more nats
+    assert err["code_nats"] == pytest.approx(err["bce_per_image_at_prior_mean"] - err["bce_per_image"])
+    assert err["code_nats"] > 10, err  # 28.6 when written
     assert gen.choose_threshold(patterns()) == 0.5  # nothing to choose: decoding decides each cell
     assert gen.active_units(patterns()) >= 2
 
