@@ -129,7 +129,7 @@ def music(extender, rolls, steps: int, prompts: int = 32, time_signatures=None) 
 
 
 def _vae(cfg, model, info, rolls, samples, seed) -> dict:
-    """Reconstruction of the split's images, active units, and ``samples`` prior samples (``seed``)
+    """Reconstruction of the split's images, their negative ELBO, active units, and ``samples`` prior samples (``seed``)
     next to the split's images: pooled ``samples``/``corpus`` statistics (:func:`sample_stats`) and
     ``comparison`` (:func:`compare_to_corpus`: each per-image statistic's sample mean against the
     corpus's 10th-90th percentile range), for the run's decoding; ``threshold_decoding`` is the
@@ -143,6 +143,7 @@ def _vae(cfg, model, info, rolls, samples, seed) -> dict:
     comparison = compare_to_corpus(generated, corpus)
     clashes = {"samples": pooled_clash_share(generated), "corpus": pooled_clash_share(corpus)}
     out = {"images": int(len(x)), "reconstruction": _rounded(generator.reconstruction_error(x)),
+           "elbo": _rounded(generator.elbo(x, seed)),
            "active_units": int(generator.active_units(x)), "latent": cfg.latent,
            "threshold": float(generator.threshold),
            "decoding": "ancestral" if generator.autoregressive else cfg.decoding,

@@ -595,6 +595,21 @@ class Generator:
             return np.zeros((0, self.cfg.latent), np.float32)
         return np.concatenate(self._batched(lambda b: self.model.encoder(b, training=False)[0].numpy(), x))
 
+    def elbo(self, images_: np.ndarray, seed: int = 0) -> dict:
+        """The negative ELBO per image in nats (for ``loss='bce'`` an upper bound on -log p(x)), one
+        sample of z ~ q(z | x) per image (``seed``): -log p(x | z) + KL(q(z | x) || N(0, I)),
+        with the KL alone (``kl_per_image``)."""
+        x = self._images(images_)
+        if not len(x):
+            return {"images": 0}
+        mean, log_var = (np.concatenate(part) for part in zip(*self._batched(
+            lambda b: [t.numpy() for t in self.model.encoder(b, training=False)[:2]], x)))
+        z = (mean + np.exp(0.5 * log_var) * np.random.default_rng(seed).standard_normal(mean.shape)).astype(np.float32)
+        probs = self._teacher_forced(x[..., 0], z) if self.autoregressive else self.decode(z)
+        kl = (-0.5 * (1.0 + log_var - mean ** 2 - np.exp(log_var))).sum(axis=1)
+        nll = _cell_nll(x[..., 0], probs).sum(axis=(1, 2))
+        return {"elbo_nll": float((nll + kl).mean()), "kl_per_image": float(kl.mean())}
+
     def reconstruct(self, images_: np.ndarray) -> np.ndarray:
         """Probabilities (n, height, width) of the images decoded from their z_mean; for the lstm
         decoder, the frames decoded greedily (each pitch on when its conditional reaches 0.5), 0 or 1."""

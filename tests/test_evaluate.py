@@ -78,7 +78,8 @@ def test_a_vae_is_scored_on_reconstruction_and_samples(data, tmp_path):
     write_run(str(tmp_path / "vae"), "vae", cfg, data, tmp_path, threshold=0.3)
     result = evaluate_run(str(tmp_path / "vae"), data, "test", samples=3, seed=1)
     assert result["kind"] == "vae" and result["threshold"] == 0.3  # the run's, chosen in training
-    assert {"reconstruction", "active_units", "samples", "corpus", "comparison"} <= set(result)
+    assert {"reconstruction", "elbo", "active_units", "samples", "corpus", "comparison"} <= set(result)
+    assert result["elbo"]["elbo_nll"] > result["elbo"]["kl_per_image"] >= 0
     assert 0 <= result["active_units"] <= 4 and result["latent"] == 4 and 0 <= result["non_empty"] <= 3
     assert same(result, evaluate_run(str(tmp_path / "vae"), data, "test", samples=3, seed=1))
 

@@ -94,6 +94,13 @@ def test_trained_on_patterns_it_reconstructs_them_and_uses_its_code(trained):
     # prior's mean, the same frames cost many more nats
     assert err["code_nats"] == pytest.approx(err["bce_per_image_at_prior_mean"] - err["bce_per_image"])
     assert err["code_nats"] > 10, err  # 28.6 when written
+    # the negative ELBO: its KL is the training loss's (the same encoder), and its reconstruction
+    # term, at a sampled z, is worse than at z_mean by no more than the posterior's spread allows
+    elbo = gen.elbo(patterns(), seed=0)
+    _, _, kl = model.losses_of(patterns()[..., None], training=False)
+    assert elbo["kl_per_image"] == pytest.approx(float(kl), rel=1e-4)
+    assert elbo["elbo_nll"] - elbo["kl_per_image"] == pytest.approx(err["bce_per_image"], abs=5.0)
+    assert elbo == gen.elbo(patterns(), seed=0) and elbo != gen.elbo(patterns(), seed=1)
     assert gen.choose_threshold(patterns()) == 0.5  # nothing to choose: decoding decides each cell
     assert gen.active_units(patterns()) >= 2
 
