@@ -210,6 +210,12 @@ def test_cli_interpolate_and_generate_along_an_attribute(tmp_path, chorales):
     assert p.returncode != 0 and "attribute must be one of density, mean_pitch, not 'loudness'" in p.stderr
     p = run_cli("interpolate", run, a, b, "--steps", 1, "--out", tmp_path / "y")
     assert p.returncode != 0 and "steps must be an integer from 2 to 64" in p.stderr
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    p = run_cli("interpolate", run, a, broken, "--out", tmp_path / "z")
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode != 0 and "broken.mid" in last and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "z").exists()  # nothing half-written
 
 
 def test_frame_dropout_silences_whole_input_frames_in_training_only():
