@@ -302,7 +302,8 @@ def make_trainer(config: dict, datasets: dict, *, workers: int, gpu: bool, name:
     """The Ray Train trainer of a training run (:func:`train`, and a trial of ``musicgen tune``):
     :func:`train_loop` with ``config`` (:func:`loop_config`) on ``workers`` workers fed ``datasets``.
 
-    Checkpoints go to ``storage_path/name``, the best ``keep`` kept by :func:`_monitor`; a failed worker is replaced up to ``max_failures`` times.
+    Checkpoints go to ``storage_path/name``, the best ``keep`` kept by :func:`_monitor`; a failed
+    worker is replaced up to ``max_failures`` times.
     ``cluster_cpus`` (the cluster's CPUs) says that the workers read the train split as they train:
     a CPU is left to Ray Data, and a GPU worker holds a CPU too. Without it (a Tune trial: the
     search read the split before it started) a worker holds one CPU, or one GPU.
