@@ -431,8 +431,9 @@ def _interpolate_arguments(c):
     c.add_argument("--steps", type=_positive, default=8, help="pieces from a to b, both included (default 8)")
     c.add_argument("--out", required=True, help="output folder: step-NN.mid and strip.png")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--temperature", type=_positive_float,
-                   help="sample at this temperature (default: greedy decoding, each piece the most likely)")
+    c.add_argument("--temperature", type=float,
+                   help="the lstm decoder's sampling temperature, 0 to 10 (default 0.5; 0: greedy decoding, "
+                        "each pitch on when its conditional reaches 0.5, which holds chords)")
 
 
 

@@ -89,9 +89,11 @@ def interpolate_pieces(generator, a: np.ndarray, b: np.ndarray, steps: int, seed
                        temperature: float | None = None) -> list[np.ndarray]:
     """``steps`` rolls (height, 128) float32 from roll ``a`` to roll ``b``, each one's first image
     (its first ``height`` steps that sound, padded with silence): the VAE's spherical interpolation
-    between their codes (:meth:`musicgen.vae.Generator.interpolate`); notes at velocity 90/127."""
-    from .vae import VELOCITY, images
+    between their codes (:meth:`musicgen.vae.Generator.interpolate`) decoded at ``temperature``
+    (None: :data:`musicgen.vae.INTERPOLATION_TEMPERATURE`; 0: greedy); notes at velocity 90/127."""
+    from .vae import INTERPOLATION_TEMPERATURE, VELOCITY, images
 
     first = [images(roll, generator.cfg)[0, ..., 0] for roll in (a, b)]
-    on = generator.interpolate(first[0], first[1], steps, seed=seed, temperature=temperature)
+    on = generator.interpolate(first[0], first[1], steps, seed=seed,
+                               temperature=INTERPOLATION_TEMPERATURE if temperature is None else temperature)
     return [(o * VELOCITY).astype(np.float32) for o in on]

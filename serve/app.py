@@ -59,7 +59,7 @@ from musicgen import generate
 from musicgen.errors import ArgumentError, MusicgenError, PromptTooLong
 from musicgen.lstm import MAX_STEPS, check_extend_args
 from musicgen.plot import piece_starts
-from musicgen.vae import check_interpolate_args
+from musicgen.vae import INTERPOLATION_TEMPERATURE, check_interpolate_args
 
 from .batching import ExtendJob, StepBatcher
 from .limits import BodyLimit
@@ -131,7 +131,7 @@ class InterpolateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(8, description="pieces from a to b, both included")
-    temperature: float | None = Field(None, description="sampling temperature in (0, 10]; default: greedy")
+    temperature: float = Field(INTERPOLATION_TEMPERATURE, description="sampling temperature in [0, 10]; 0: greedy")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed")
     model: str | None = Field(None, max_length=200, description="VAE model id (GET /v1/models); default: the first")
 
@@ -213,7 +213,7 @@ class Models:
         return await asyncio.get_running_loop().run_in_executor(self._compute, model.model.generate, n, seed)
 
     async def interpolate(self, model_id: str, a: np.ndarray, b: np.ndarray, steps: int, seed: int,
-                          temperature: float | None) -> list[np.ndarray]:
+                          temperature: float) -> list[np.ndarray]:
         model = self.registry.get("vae", model_id)
         return await asyncio.get_running_loop().run_in_executor(
             self._compute, lambda: generate.interpolate_pieces(model.model, a, b, steps, seed, temperature))
@@ -515,7 +515,8 @@ def _interpolate_endpoint(routes: Routes):
         a: Annotated[UploadFile, File(description=f"the first piece, a MIDI file (at most {max_bytes} bytes)")],
         b: Annotated[UploadFile, File(description="the last piece, a MIDI file")],
         steps: Annotated[int, Form(description="pieces from a to b, both included (2-64)")] = 8,
-        temperature: Annotated[float | None, Form(description="sampling temperature (default: greedy)")] = None,
+        temperature: Annotated[float, Form(description="sampling temperature, 0 to 10 (0: greedy)")]
+        = INTERPOLATION_TEMPERATURE,
         seed: Annotated[int, Form(description="random seed")] = 0,
         model: Annotated[str | None, Form(description="VAE model id (default: the first)")] = None,
     ):

@@ -21,6 +21,8 @@ import mido
 import numpy as np
 import pytest
 
+from musicgen.vae import INTERPOLATION_TEMPERATURE
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 SMALL_LSTM = dict(units=16, layers=1, window=16, batch_size=16, epochs=1, steps_per_epoch=4, nade_units=16)
@@ -309,6 +311,7 @@ def test_interpolate_gives_the_librarys_pieces_a_strip_and_4xx_for_bad_input(ser
     assert status == 200, body[:300]
     out = json.loads(body)
     assert out["steps"] == 4 and len(out["pieces"]) == 4 and headers["X-Seed"] == "2"
+    assert out["temperature"] == INTERPOLATION_TEMPERATURE  # sampled by default, not greedy
     assert base64.b64decode(out["png"])[:4] == b"\x89PNG"
     generator, info = load_generator(str(runs[1]))
     a, b = (read_prompt(p, info) for p in prompts[:2])
@@ -318,7 +321,7 @@ def test_interpolate_gives_the_librarys_pieces_a_strip_and_4xx_for_bad_input(ser
         np.testing.assert_array_equal(got[:len(roll)] > 0, roll[:len(got)] > 0)
     bad = {"not midi": ((b"not midi", prompts[1]), {}, 400), "one step": ((prompts[0], prompts[1]), {"steps": 1}, 422),
            "too many steps": ((prompts[0], prompts[1]), {"steps": 65}, 422),
-           "zero temperature": ((prompts[0], prompts[1]), {"temperature": 0}, 422),
+           "negative temperature": ((prompts[0], prompts[1]), {"temperature": -0.5}, 422),
            "too long": ((long_prompt(), prompts[1]), {}, 413), "lstm as model": ((prompts[0], prompts[1]), {"model": "v1"}, 404)}
     for name, ((first, last), fields, expected_status) in bad.items():
         status, data, _ = interpolate(server, first, last, **fields)

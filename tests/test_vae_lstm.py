@@ -109,16 +109,21 @@ def test_interpolation_runs_from_one_reconstruction_to_the_other(trained):
     cfg, model, _ = trained
     gen = vae.Generator(cfg, model)
     a, b = patterns()[0], patterns()[3]
-    path = gen.interpolate(a, b, 6)
+    path = gen.interpolate(a, b, 6, seed=3)  # sampled at vae.INTERPOLATION_TEMPERATURE
     assert path.shape == (6, cfg.height, 128) and path.dtype == bool
-    rec = gen.reconstruct(np.stack([a, b])) > 0
+    rec = gen.reconstruct(np.stack([a, b]), seed=3, temperature=vae.INTERPOLATION_TEMPERATURE) > 0
     np.testing.assert_array_equal(path[0], rec[0])
     np.testing.assert_array_equal(path[-1], rec[1])
-    np.testing.assert_array_equal(gen.interpolate(a, b, 6), path)  # greedy: no randomness
-    for bad in (1, 65, 2.5):
+    np.testing.assert_array_equal(gen.interpolate(a, b, 6, seed=3), path)  # seeded
+    greedy = gen.interpolate(a, b, 4, temperature=0)
+    rec = gen.reconstruct(np.stack([a, b])) > 0  # greedy, what evaluate's F1 scores
+    np.testing.assert_array_equal(greedy[[0, -1]], rec)
+    np.testing.assert_array_equal(gen.interpolate(a, b, 4, seed=9, temperature=0), greedy)  # no randomness
+    for field, bad in (("steps", 1), ("steps", 65), ("steps", 2.5), ("temperature", -0.1),
+                       ("temperature", float("nan")), ("temperature", 11)):
         with pytest.raises(ArgumentError) as e:
-            gen.interpolate(a, b, bad)
-        assert e.value.field == "steps"
+            gen.interpolate(a, b, 4, temperature=bad) if field == "temperature" else gen.interpolate(a, b, bad)
+        assert e.value.field == field
 
 
 def test_slerp_follows_the_great_circle():
@@ -210,6 +215,8 @@ def test_cli_interpolate_and_generate_along_an_attribute(tmp_path, chorales):
     assert p.returncode != 0 and "attribute must be one of density, mean_pitch, not 'loudness'" in p.stderr
     p = run_cli("interpolate", run, a, b, "--steps", 1, "--out", tmp_path / "y")
     assert p.returncode != 0 and "steps must be an integer from 2 to 64" in p.stderr
+    p = run_cli("interpolate", run, a, b, "--temperature", "-1", "--out", tmp_path / "y")
+    assert p.returncode != 0 and "temperature must be a number in [0, 10]" in p.stderr
     broken = tmp_path / "broken.mid"
     broken.write_bytes(b"MThd\x00\x00\x00\x06garbage")
     p = run_cli("interpolate", run, a, broken, "--out", tmp_path / "z")
