@@ -123,6 +123,11 @@ class VAEConfig:
     # > 0: the lstm decoder's frame dropout starts at 1 (it reads no frame, only z) and falls to
     # decoder_frame_dropout over this many epochs (musicgen.vae.callbacks)
     decoder_dropout_epochs: int = 0
+    # > 0: a hierarchical lstm decoder (MusicVAE's): a conductor LSTM turns z into one embedding per
+    # bar of this many steps, and each bar is decoded from its own embedding with the decoder's
+    # state reset, reading only the previous bar's last frame (musicgen.vae.build_conductor).
+    # 0: a flat decoder, z for every step. 16 = a 4/4 bar at 4 steps per beat.
+    conductor_bar_steps: int = 0
 
     def check(self) -> "VAEConfig":
         _check_range("height", self.height, 32, 1 << 14)
@@ -140,6 +145,10 @@ class VAEConfig:
         _check_range("nade_units", self.nade_units, 1, 4096)
         _check_range("decoder_frame_dropout", self.decoder_frame_dropout, 0.0, 1.0)
         _check_range("decoder_dropout_epochs", self.decoder_dropout_epochs, 0, 100_000)
+        _check_range("conductor_bar_steps", self.conductor_bar_steps, 0, self.height)
+        if self.conductor_bar_steps and (self.decoder != "lstm" or self.height % self.conductor_bar_steps):
+            raise DataError(f"conductor_bar_steps ({self.conductor_bar_steps}) needs decoder='lstm' and must "
+                            f"divide height ({self.height})")
         if self.decoding not in ("sample", "threshold"):
             raise DataError(f"decoding must be 'sample' or 'threshold', not {self.decoding!r}")
         _check_range("shift_step", self.shift_step, 1, self.height)

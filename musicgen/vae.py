@@ -179,9 +179,27 @@ def decoder_config(cfg: VAEConfig) -> LSTMConfig:
     It reads the frame before each step (silence before the first) with the copy gate, and no bar
     position: an image starts on a beat, not necessarily on a bar."""
     return LSTMConfig(layers=1, units=cfg.decoder_units, dropout=0.0, head="nade", nade_units=cfg.nade_units,
-                      position=False, transpose=0, condition=cfg.latent,
+                      position=False, transpose=0,
+                      condition=cfg.decoder_units if cfg.conductor_bar_steps else cfg.latent,
                       frame_dropout=cfg.decoder_frame_dropout,
                       frame_dropout_scheduled=cfg.decoder_dropout_epochs > 0).check()
+
+
+def build_conductor(cfg: VAEConfig):
+    """z (B, latent) -> one embedding per bar (B, bars, decoder_units): MusicVAE's conductor, an LSTM
+    over the bars whose initial state comes from z through a Dense with tanh (Roberts et al. 2018,
+    section 3.2), here with z as every step's input too. Each bar's decoder starts from its bar's
+    embedding alone (:func:`teacher_forced`): what a bar plays cannot come from the bars before it
+    except through z and their last frame, so the decoder has to use z (a flat decoder over 16
+    bars used 0.03 nats of it per image)."""
+    from .keras import keras
+
+    z = keras.Input((cfg.latent,), name="z")
+    units = cfg.decoder_units
+    h, c = (keras.layers.Dense(units, activation="tanh", name=f"conductor_{s}")(z) for s in "hc")
+    steps = keras.layers.RepeatVector(cfg.height // cfg.conductor_bar_steps, name="conductor_steps")(z)
+    bars = keras.layers.LSTM(units, return_sequences=True, name="conductor_lstm")(steps, initial_state=[h, c])
+    return keras.Model(z, bars, name="conductor")
 
 
 def build_lstm_decoder(cfg: VAEConfig):
@@ -227,6 +245,7 @@ def _vae_class():
             self.cfg = cfg
             self.encoder = build_encoder(cfg)
             self.decoder = build_decoder(cfg) if cfg.decoder == "conv" else build_lstm_decoder(cfg)
+            self.conductor = build_conductor(cfg) if cfg.conductor_bar_steps else None
             start = cfg.kl_weight if cfg.kl_anneal_epochs <= 0 else 0.0
             self.beta = tf.Variable(start, trainable=False, dtype=tf.float32, name="kl_beta",
                                     synchronization=tf.VariableSynchronization.ON_WRITE,
@@ -249,7 +268,7 @@ def _vae_class():
         def teacher_forced(self, x, z, training=False):
             """The lstm decoder's P(cell sounds | the frames before, the lower pitches of its frame,
             z) (B, height, width) for images x (B, height, width, 1) and codes z."""
-            return teacher_forced(self.decoder, x, z, training)
+            return teacher_forced(self, x, z, training)
 
         def losses_of(self, x, training=False):
             """(loss, reconstruction, kl) of a batch, each averaged over its images."""
@@ -287,13 +306,24 @@ def _vae_class():
     return VAE
 
 
-def teacher_forced(decoder, x, z, training=False):
-    """An lstm ``decoder``'s conditionals (B, height, width) of images x (B, height, width, 1) given
-    codes z: each step reads the frame before (silence before the first) and z."""
+def teacher_forced(vae, x, z, training=False):
+    """The lstm decoder's conditionals (B, height, width) of images x (B, height, width, 1) given
+    codes z: each step reads the frame before (silence before the first). A flat decoder reads z
+    with every step; a hierarchical one (``vae.conductor``) decodes each bar as a sequence of its
+    own, from its bar's embedding, its first step reading the previous bar's last frame."""
     from .keras import tf
 
-    frames = tf.cast(x, tf.float32)[..., 0]
-    return decoder([tf.pad(frames, [[0, 0], [1, 0], [0, 0]]), z], training=training)
+    frames = tf.pad(tf.cast(x, tf.float32)[..., 0], [[0, 0], [1, 0], [0, 0]])  # (B, height + 1, 128)
+    if vae.conductor is None:
+        return vae.decoder([frames, z], training=training)
+    bar, cfg = vae.cfg.conductor_bar_steps, vae.cfg
+    bars = cfg.height // bar
+    embeddings = vae.conductor(z, training=training)  # (B, bars, units)
+    # bar b reads frames b*bar - 1 .. (b + 1)*bar - 1 and is scored on the last ``bar`` of them
+    windows = tf.stack([frames[:, b * bar:(b + 1) * bar + 1] for b in range(bars)], axis=1)
+    out = vae.decoder([tf.reshape(windows, [-1, bar + 1, cfg.width]),
+                       tf.reshape(embeddings, [-1, embeddings.shape[-1]])], training=training)
+    return tf.reshape(out, [-1, cfg.height, cfg.width])
 
 
 def per_cell_loss(vae, x, z, training=False):
@@ -303,7 +333,7 @@ def per_cell_loss(vae, x, z, training=False):
     from .keras import tf
 
     if vae.cfg.decoder == "lstm":
-        p = tf.clip_by_value(teacher_forced(vae.decoder, x, z, training)[..., None], 1e-7, 1 - 1e-7)
+        p = tf.clip_by_value(teacher_forced(vae, x, z, training)[..., None], 1e-7, 1 - 1e-7)
         return -(x * tf.math.log(p) + (1 - x) * tf.math.log(1 - p))
     logits = vae.decoder(z, training=training)
     if vae.cfg.loss == "bce":
@@ -574,9 +604,21 @@ class Generator:
         if not len(z):
             return np.zeros((0, self.cfg.height, self.cfg.width), bool)
         block = exact_block(self.extender, len(z))
-        out = self.extender.extend([np.zeros((0, 128), np.float32)] * len(z), self.cfg.height, temperature,
-                                   np.asarray(seeds), velocity=1.0, block=block, conditions=z)
-        return np.stack(out) > 0
+        if self.model.conductor is None:
+            out = self.extender.extend([np.zeros((0, 128), np.float32)] * len(z), self.cfg.height, temperature,
+                                       np.asarray(seeds), velocity=1.0, block=block, conditions=z)
+            return np.stack(out) > 0
+        # hierarchical: bar by bar, each from its embedding with a fresh state, its prompt the
+        # previous bar's last frame (as in training), its draws from (row's seed, bar)
+        embeddings = self.model.conductor(z, training=False).numpy()
+        last, bars = [np.zeros((0, 128), np.float32)] * len(z), []
+        for b in range(embeddings.shape[1]):
+            seeds_b = [int(np.random.default_rng([int(s), b]).integers(0, 1 << 62)) for s in seeds]
+            out = self.extender.extend(last, self.cfg.conductor_bar_steps, temperature, np.asarray(seeds_b),
+                                       velocity=1.0, block=block, conditions=embeddings[:, b])
+            bars.append(np.stack(out))
+            last = [o[-1:] for o in out]
+        return np.concatenate(bars, axis=1) > 0
 
     def _batched(self, fn, arrays):
         arrays = np.asarray(arrays, np.float32)
