@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .config import HEADS, PRESETS
+from .config import BAR_STEPS, HEADS, PRESETS
 from .errors import MusicgenError, one_line
 
 
@@ -119,22 +119,34 @@ def cmd_show(args):
 
 
 def cmd_train(args):
-    from .config import preset
     from .train import train
+
+    cfg = train_config(args)
+    metrics = train(args.model, args.data, args.out, cfg, workers=args.workers, gpu=args.gpu, seed=args.seed,
+                    resume=args.resume)
+    best = {k: round(v, 4) for k, v in metrics["best"].items() if isinstance(v, float)}
+    print(f"{args.model} trained for {metrics['epochs']} epochs; best {best}; run: {args.out}")
+
+
+def train_config(args):
+    """The checked config ``musicgen train`` trains: the preset with the options given."""
+    from .config import preset
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "patience": args.patience, "meter": args.meter}
+    vae_only = {"height": args.bars and args.bars * BAR_STEPS,
+                "conductor_bar_steps": BAR_STEPS if args.conductor else None}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --patience and --no-meter "
                             "are LSTM settings")
-    cfg = preset(args.model, args.preset, **overrides)
-    metrics = train(args.model, args.data, args.out, cfg, workers=args.workers, gpu=args.gpu, seed=args.seed,
-                    resume=args.resume)
-    best = {k: round(v, 4) for k, v in metrics["best"].items() if isinstance(v, float)}
-    print(f"{args.model} trained for {metrics['epochs']} epochs; best {best}; run: {args.out}")
+    if args.model == "vae":
+        overrides.update(vae_only)
+    elif any(v is not None for v in vae_only.values()):
+        raise MusicgenError("--bars and --conductor are VAE settings")
+    return preset(args.model, args.preset, **overrides)
 
 
 def cmd_evaluate(args):
@@ -363,6 +375,11 @@ def _train_arguments(c):
     c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
                    help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "
                    "signatures (for a corpus whose time signatures are wrong)")
+    c.add_argument("--bars", type=_positive, help=f"VAE: pieces of this many bars of {BAR_STEPS} steps "
+                   "(4/4 at 4 steps per beat; the presets: 4)")
+    c.add_argument("--conductor", action="store_const", const=True,
+                   help="VAE with the lstm decoder: a hierarchical decoder, one embedding per bar from z "
+                   "(MusicVAE's conductor), for long pieces")
     c.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
     c.add_argument("--gpu", action="store_true", help="one GPU per worker")
     c.add_argument("--seed", type=int, default=0)

@@ -161,6 +161,10 @@ class VAEConfig:
         return self
 
 
+#: Steps of a bar in the VAE's images: 4/4 at the datasets' default 4 steps per beat
+#: (``musicgen train vae --bars``; ``conductor_bar_steps`` with ``--conductor``).
+BAR_STEPS = 16
+
 PRESETS = {
     "lstm": {
         # The frame modelled jointly (RNN-NADE): one LSTM of 256 and a NADE of 150 over the pitches.

@@ -27,10 +27,24 @@ def one_line_error(p):
     (["show", "/no/such.mid", "--png", "x.png"], "/no/such.mid"),
     (["corpus", "mozart", "out"], "mozart"),
     (["train", "vae", "--data", ".", "--out", "o", "--no-meter"], "--no-meter"),  # an LSTM setting
+    (["train", "lstm", "--data", ".", "--out", "o", "--bars", "16"], "--bars"),  # a VAE setting
+    (["train", "vae", "--data", ".", "--out", "o", "--conductor"], "conductor_bar_steps"),  # tiny: conv decoder
     (["frobnicate"], "frobnicate"),
 ])
 def test_bad_arguments_give_one_line(args, words, tmp_path):
     assert words in one_line_error(run_cli(*args))
+
+
+def test_train_options_reach_the_config():
+    from musicgen.cli import build_parser, train_config
+
+    def config(*args):
+        return train_config(build_parser().parse_args(["train", *args, "--data", "d", "--out", "o"]))
+
+    cfg = config("vae", "--preset", "joint", "--bars", "16", "--conductor", "--batch-size", "8")
+    assert (cfg.height, cfg.conductor_bar_steps, cfg.batch_size, cfg.decoder) == (256, 16, 8, "lstm")
+    assert config("vae", "--preset", "joint").conductor_bar_steps == 0  # flat, 4 bars: the preset's
+    assert config("lstm", "--preset", "joint", "--units", "64").units == 64
 
 
 def test_help_for_every_command():
