@@ -96,7 +96,7 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
 def run_poly(datasets, src: str, out: str, *, presets=("joint",), epochs: int | None = None,
              workers: int = 1, seed: int = 0, progress: bool = True) -> dict:
     """Benchmark each dataset with each LSTM preset: dataset under ``out/NAME/dataset``, runs under
-    ``out/NAME/PRESET`` (a finished one is reused), scores; writes ``out/poly.md`` and
+    ``out/NAME/PRESET`` (a finished one is reused, an unfinished one resumed), scores; writes ``out/poly.md`` and
     ``out/poly.json`` after each run and returns the results."""
     from .config import preset as make_preset
     from .errors import DataError
@@ -123,6 +123,7 @@ def _bench_one(name: str, src: str, out: str, preset: str, cfg, workers: int, se
     from .dataset import read_manifest
     from .errors import DataError
     from .poly import write_poly
+    from .run import Run
     from .train import train
 
     data, run = os.path.join(out, name, "dataset"), os.path.join(out, name, preset)
@@ -132,15 +133,16 @@ def _bench_one(name: str, src: str, out: str, preset: str, cfg, workers: int, se
     except DataError:
         write_poly(name, data, src, overwrite=True)
     made = time.perf_counter()
-    reused = os.path.isfile(os.path.join(run, "model", "config.json"))
-    if not reused:
-        train("lstm", data, run, cfg, workers=workers, seed=seed, progress=progress)
+    reused, resumed = Run(run).is_trained(), Run(run).has_checkpoints()
+    if not reused:  # an interrupted run (Ctrl+C, a lost node) goes on from its last checkpoint
+        train("lstm", data, run, cfg, workers=workers, seed=seed, resume=resumed, progress=progress)
     trained = time.perf_counter()
     scores = score_run(run, data)
     done = time.perf_counter()
     with open(os.path.join(run, "metrics.json")) as f:
         epochs_run = json.load(f).get("epochs")
     return {**scores, "epochs": epochs_run, "data": data, "run": run, "reused_run": reused,
+            "resumed_run": resumed and not reused,
             "seconds": {"dataset": round(made - start, 1), "train": round(trained - made, 1),
                         "evaluate": round(done - trained, 1), "total": round(done - start, 1)}}
 
@@ -197,7 +199,7 @@ def markdown(results: dict) -> str:
             clash = (f"{m['model']['clash_share']:.3f} / {m['real']['clash_share']:.3f}"
                      if m.get("pairs") else "")
             lines.append(f"| {DATASETS[n].title} | `{p}` | {r['model']['accuracy']:.3f} | "
-                         f"{r['copy_last']['accuracy']:.3f} | {clash} | {r['epochs']} | "
+                         f"{r['copy_last']['accuracy']:.3f} | {clash} | {r['epochs']}{' (resumed)' if r.get('resumed_run') else ''} | "
                          f"{r.get('bar_positions', STEP_POSITIONS)} | {r['model']['frames']} | "
                          f"{s['total']:.0f} ({s['dataset']:.0f} / {s['train']:.0f} / {s['evaluate']:.0f}) |")
     lines += ["", "Frame accuracy: Bay et al.'s TP / (TP + FP + FN), counts pooled over all test frames; the "

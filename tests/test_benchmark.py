@@ -2,6 +2,7 @@
 CLI's argument errors (a real benchmark run trains for minutes: see the README for its figures)."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -147,3 +148,29 @@ def test_a_trained_run_is_scored_on_the_88_keys_next_to_copy_last(head, tmp_path
     # the 40 pitches off the keyboard add to musicgen evaluate's 128-pitch figure, never subtract
     assert scores["evaluate_128"]["nll"] > scores["model"]["nll"]
     assert scores["music"]["pairs"] == 0  # 24-step pieces: too short for 16 + 16 steps of music
+
+
+def test_an_unfinished_run_is_resumed_and_a_finished_one_reused(tmp_path):
+    """_bench_one, `benchmark poly`'s per-run step, on the real JSB file with a small net: a run
+    stopped after its first epoch (checkpoints kept, no model, as Ctrl+C leaves it) trains on from
+    there; run again when finished, it is only scored."""
+    import shutil
+
+    from musicgen.benchmark import _bench_one
+    from musicgen.config import preset
+
+    src = os.path.join(os.path.dirname(__file__), "data", "poly")
+    small = dict(units=8, layers=1, nade_units=8, window=16, batch_size=64, min_steps_per_epoch=1, patience=None)
+    out, run = tmp_path / "b", tmp_path / "b" / "JSB_Chorales" / "tiny"
+    first = _bench_one("JSB_Chorales", src, str(out), "tiny", preset("lstm", "tiny", epochs=1, **small), 1, 0, False)
+    assert first["epochs"] == 1 and not first["reused_run"] and not first["resumed_run"]
+    epoch_1 = json.loads((run / "history.json").read_text())["val_loss"]
+    shutil.rmtree(run / "model")  # stopped before the model was written
+    second = _bench_one("JSB_Chorales", src, str(out), "tiny", preset("lstm", "tiny", epochs=2, **small), 1, 0, False)
+    assert second["resumed_run"] and not second["reused_run"]
+    history = json.loads((run / "history.json").read_text())
+    assert history["epoch"] == [1, 2] and history["val_loss"][:1] == epoch_1  # epoch 1 not trained again
+    third = _bench_one("JSB_Chorales", src, str(out), "tiny", preset("lstm", "tiny", epochs=3, **small), 1, 0, False)
+    assert third["reused_run"] and not third["resumed_run"] and third["epochs"] == 2
+    assert third["model"] == second["model"]
+    assert "2 (resumed)" in markdown({"datasets": {"JSB_Chorales": {"tiny": second}}})
