@@ -27,6 +27,7 @@ def one_line_error(p):
     (["show", "/no/such.mid", "--png", "x.png"], "/no/such.mid"),
     (["corpus", "mozart", "out"], "mozart"),
     (["train", "vae", "--data", ".", "--out", "o", "--no-meter"], "--no-meter"),  # an LSTM setting
+    (["train", "vae", "--data", ".", "--out", "o", "--no-nade-changes"], "--no-nade-changes"),
     (["train", "lstm", "--data", ".", "--out", "o", "--bars", "16"], "--bars"),  # a VAE setting
     (["train", "vae", "--data", ".", "--out", "o", "--conductor"], "conductor_bar_steps"),  # tiny: conv decoder
     (["frobnicate"], "frobnicate"),
@@ -45,6 +46,8 @@ def test_train_options_reach_the_config():
     assert (cfg.height, cfg.conductor_bar_steps, cfg.batch_size, cfg.decoder) == (256, 16, 8, "lstm")
     assert config("vae", "--preset", "joint").conductor_bar_steps == 0  # flat, 4 bars: the preset's
     assert config("lstm", "--preset", "joint", "--units", "64").units == 64
+    assert config("lstm", "--preset", "joint").nade_changes  # the presets' NADE reads the frame's changes
+    assert not config("lstm", "--preset", "joint", "--no-nade-changes").nade_changes
 
 
 def test_help_for_every_command():

@@ -14,6 +14,7 @@ from musicgen.lstm.step import nade
 
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
                  steps_per_bar=4, head="nade", nade_units=10, learning_rate=1e-2)
+CHANGES = replace(CFG, nade_changes=True)
 
 
 def _rolls(n=8, steps=30, seed=0):
@@ -28,24 +29,30 @@ def _rolls(n=8, steps=30, seed=0):
     return rolls
 
 
-def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width():
-    """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1."""
+@pytest.mark.parametrize("changes", [False, True])
+def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes):
+    """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
+    (with ``changes``, after a previous frame that holds some of the pitches)."""
     rng = np.random.default_rng(0)
-    w, v = rng.normal(0, 1, (6, 5)).astype(np.float32), rng.normal(0, 1, (6, 5)).astype(np.float32)
+    weights = [rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)]
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
-    p, _ = nade(biases, w, v, frames=frames)
+    prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
+    p, _ = nade(biases, *weights, frames=frames, prev=prev)
     joint = np.prod(np.where(frames > 0, p, 1 - p), axis=1, dtype=np.float64)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
+    if changes:  # the previous frame is read: another one gives other conditionals
+        assert not np.allclose(nade(biases, *weights, frames=frames, prev=1 - prev)[0], p, atol=1e-3)
     # The Keras layer gives the same conditionals in one pass.
-    layer = nade_class()(5, width=6)
+    layer = nade_class()(5, width=6, changes=changes)
     layer.build(None)
-    layer.set_weights([w, v])
-    keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None]]).numpy()[0]
+    layer.set_weights(weights)
+    keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]).numpy()[0]
     np.testing.assert_allclose(keras_p, p, atol=1e-6)
     # Sampling draws frames with those probabilities (a frequency check, 20,000 draws).
     u = rng.random((20_000, 6))
-    _, drawn = nade(np.tile(biases[:1], (20_000, 1)), w, v, u=u, temps=np.ones(20_000, np.float32))
+    _, drawn = nade(np.tile(biases[:1], (20_000, 1)), *weights, u=u, temps=np.ones(20_000, np.float32),
+                    prev=np.tile(prev[:1], (20_000, 1)))
     index = (drawn @ (2 ** np.arange(5, -1, -1))).astype(int)
     freq = np.bincount(index, minlength=64) / 20_000
     assert np.abs(freq - joint).max() < 0.02
@@ -68,6 +75,16 @@ def trained():
     return _train(CFG)
 
 
+@pytest.fixture(scope="module")
+def trained_changes():
+    return _train(CHANGES)
+
+
+def _trained(request, name):
+    """(config, model) of fixture ``name``: the plain NADE or the one that reads changes."""
+    return (CFG if name == "trained" else CHANGES), request.getfixturevalue(name)[0]
+
+
 def _thirds(cfg, model) -> float:
     """Share of sampled frames that are one of the corpus's chords: two pitches a third apart."""
     ext = lstm.Extender.from_training_model(cfg, model)
@@ -85,25 +102,27 @@ def test_training_lowers_the_loss_and_learns_chords_that_a_factorized_head_canno
     assert _thirds(CFG, model) > 0.6 > 0.3 > _thirds(factorized, _train(factorized)[0])
 
 
-def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(trained):
+@pytest.mark.parametrize("name", ["trained", "trained_changes"])
+def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name, request):
     """The training model's NLL of a sampled continuation equals -sum log of the conditionals the
     sampler drew it with (same net, same frames)."""
-    model, _, _ = trained
-    ext = lstm.Extender.from_training_model(CFG, model)
+    cfg, model = _trained(request, name)
+    ext = lstm.Extender.from_training_model(cfg, model)
     prompt = _rolls(1, seed=2)[0][:7]
     state, drawn, conditionals = ext.zero_state(), [], []
-    x = lstm.features(prompt, 0, CFG)
+    x = lstm.features(prompt, 0, cfg)
     out, state = ext.step(x[:1], state)
     for t in range(1, len(prompt)):
         out, state = ext.step(x[t:t + 1], state)
     rng = np.random.default_rng(5)
+    prev = prompt[-1:]
     for t in range(10):  # sample 10 frames, keeping the conditionals used
-        p, frame = nade(out, *ext.net.nade_weights, u=rng.random((1, 128)), temps=np.ones(1, np.float32))
+        p, prev = nade(out, *ext.net.nade_weights, u=rng.random((1, 128)), temps=np.ones(1, np.float32), prev=prev)
         conditionals.append(p[0])
-        drawn.append(frame[0])
-        out, state = ext.step(lstm.features(frame, len(prompt) + t, CFG), state)
+        drawn.append(prev[0])
+        out, state = ext.step(lstm.features(prev, len(prompt) + t, cfg), state)
     roll = np.concatenate([prompt, np.stack(drawn)])
-    probs = model.predict(lstm.features(roll, 0, CFG)[None], verbose=0)[0][len(prompt) - 1:]
+    probs = model.predict(lstm.features(roll, 0, cfg)[None], verbose=0)[0][len(prompt) - 1:]
     # Keras runs the LSTM over the whole sequence, the sampler one step at a time in numpy:
     # float32 rounding apart, the same conditionals (also where a drawn note had p ~ 1e-4).
     np.testing.assert_allclose(probs, conditionals, atol=2e-6, rtol=2e-2)
@@ -117,9 +136,10 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(train
     np.testing.assert_allclose(ext.predict_next(roll, chunk=5)[len(prompt) - 1:], probs, atol=1e-5)
 
 
-def test_sampling_is_seeded_and_independent_of_batch_mates(trained):
-    model, _, _ = trained
-    ext = lstm.Extender.from_training_model(CFG, model)
+@pytest.mark.parametrize("name", ["trained", "trained_changes"])
+def test_sampling_is_seeded_and_independent_of_batch_mates(name, request):
+    cfg, model = _trained(request, name)
+    ext = lstm.Extender.from_training_model(cfg, model)
     prompts = [r[:5 + i] for i, r in enumerate(_rolls(3, seed=3))]
     alone = ext.extend(prompts[0], 16, seeds=7)
     np.testing.assert_array_equal(alone, ext.extend(prompts[0], 16, seeds=7))

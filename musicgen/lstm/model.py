@@ -172,6 +172,7 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
     # Rolls are sparse (~3% of cells sound): start the output at that rate, not at 0.5, or Adam
     # spends its first thousand steps walking 128 biases down to it.
     silent = keras.initializers.Constant(SPARSE_LOGIT)
+    frame = keras.layers.Lambda(lambda t: t[..., :128], name="frame")(inp)
     if not cfg.skip or cfg.many_to_one:
         if cfg.head == "factorized":
             return keras.layers.Dense(128, activation="sigmoid", bias_initializer=silent, name="next_frame")(x)
@@ -179,7 +180,6 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
     else:
         logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
         keep = keras.layers.Dense(128, bias_initializer=keras.initializers.Constant(-SPARSE_LOGIT + 2), name="keep")(x)
-        frame = keras.layers.Lambda(lambda t: t[..., :128], name="frame")(inp)
         held = keras.layers.Multiply(name="held")([frame, keep])
         logits = keras.layers.Add()([logits, held])
         if cfg.head == "factorized":
@@ -187,12 +187,12 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
     hidden = keras.layers.Dense(cfg.nade_units, name="nade_hidden")(x)
     if targets is None:  # the step model (its NADE's arithmetic runs in numpy)
         return keras.layers.Concatenate(name="nade_biases")([logits, hidden])
-    return nade_layer(cfg.nade_units)([logits, hidden, targets])
+    return nade_layer(cfg)([logits, hidden, targets, frame])
 
 
-def nade_layer(units: int):
-    """A NADE layer of ``units`` hidden units (:func:`nade_class`)."""
-    return nade_class()(units, name="nade")
+def nade_layer(cfg: LSTMConfig):
+    """The NADE layer of ``cfg`` (:func:`nade_class`)."""
+    return nade_class()(cfg.nade_units, changes=cfg.nade_changes, name="nade")
 
 
 @functools.cache
@@ -205,28 +205,42 @@ def nade_class():
         given per step (RNN-NADE, Boulanger-Lewandowski et al., 2012): for pitch i, hidden
         ``sigmoid(b_h + W[:i]^T v[:i])``, ``P(v_i = 1 | v_<i) = sigmoid(b_v[i] + V[i] . hidden)``.
 
+        With ``changes`` (``LSTMConfig.nade_changes``) it also reads the previous frames u: the
+        hidden input adds ``C[:i]^T |v - u|[:i]`` (where the lower pitches changed), and the
+        logit ``(2 u_i - 1) Q[i] . hidden`` (a push towards the pitch's previous value).
+
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
-        128 pitches). Output: the D conditionals of each frame, all pitches in one pass (an exclusive cumulative sum
-        along the pitch axis gives every pitch's hidden input at once). Sampling runs the same
-        arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
+        128 pitches), the previous frames u (B, T, D) (read only with ``changes``). Output: the D
+        conditionals of each frame, all pitches in one pass (an exclusive cumulative sum along the
+        pitch axis gives every pitch's hidden input at once). Sampling runs the same arithmetic
+        pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
-        def __init__(self, units: int, width: int = 128, **kwargs):
+        def __init__(self, units: int, width: int = 128, changes: bool = False, **kwargs):
             super().__init__(**kwargs)
-            self.units, self.width = units, width
+            self.units, self.width, self.changes = units, width, changes
 
         def build(self, input_shape):
             # one initializer each: a Keras initializer called twice gives the same values twice
-            self.w = self.add_weight(name="w", shape=(self.width, self.units),
-                                     initializer=keras.initializers.RandomNormal(stddev=0.05))
-            self.v = self.add_weight(name="v", shape=(self.width, self.units),
-                                     initializer=keras.initializers.RandomNormal(stddev=0.05))
+            def weight(name):
+                return self.add_weight(name=name, shape=(self.width, self.units),
+                                       initializer=keras.initializers.RandomNormal(stddev=0.05))
+
+            self.w, self.v = weight("w"), weight("v")
+            if self.changes:
+                self.c, self.q = weight("c"), weight("q")
             super().build(input_shape)
 
         def call(self, inputs):
-            b_v, b_h, frames = inputs
+            b_v, b_h, frames = inputs[:3]
             a = b_h[..., None, :] + tf.cumsum(frames[..., :, None] * self.w, axis=-2, exclusive=True)
-            return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
+            if not self.changes:
+                return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
+            before = inputs[3]
+            a += tf.cumsum(tf.abs(frames - before)[..., :, None] * self.c, axis=-2, exclusive=True)
+            hidden = tf.sigmoid(a)
+            return tf.sigmoid(b_v + tf.reduce_sum(hidden * self.v, axis=-1)
+                              + (2 * before - 1) * tf.reduce_sum(hidden * self.q, axis=-1))
 
     return Nade
 
@@ -263,7 +277,7 @@ def build_step_model(cfg: LSTMConfig):
     if cfg.head == "nade":
         # The NADE layer rides along unused, so that the step model holds the training model's
         # weights in the same order (set_weights / get_weights) and StepNet finds them.
-        model.nade = nade_layer(cfg.nade_units)
+        model.nade = nade_layer(cfg)
         model.nade.build(None)
     return model
 

@@ -62,33 +62,47 @@ class Out(types.SimpleNamespace):
     columns follow the first 128), ``hidden`` (NADE hidden units in the last columns, or 0)."""
 
 
-def nade(biases: np.ndarray, w: np.ndarray, v: np.ndarray, u=None, temps=None, frames=None):
+def nade(biases: np.ndarray, w: np.ndarray, v: np.ndarray, c=None, q=None, *, u=None, temps=None,
+         frames=None, prev=None):
     """NADE over one frame per row, pitch by pitch from the lowest: (conditionals (B, D), frames (B, D)).
 
     ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128), ``w`` and ``v`` (D, H) the NADE's
-    weights: the arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a
-    time. With ``frames`` given the conditionals are those of these frames (scoring); otherwise
-    pitch i of row r sounds when ``u[r, i]`` is below its conditional, the logit divided by
-    ``temps[r]`` (sampling). A row's numbers depend only on its own biases and uniforms: each row
-    sums its own products (no matmul across rows).
+    weights, and with ``LSTMConfig.nade_changes`` ``c`` and ``q`` (D, H), which read each row's
+    previous frame ``prev`` (B, D): the arithmetic of the Keras layer
+    (``musicgen.lstm.model.nade_class``) one pitch at a time. With ``frames`` given the conditionals
+    are those of these frames (scoring); otherwise pitch i of row r sounds when ``u[r, i]`` is
+    below its conditional, the logit divided by ``temps[r]`` (sampling). A row's numbers depend
+    only on its own biases, uniforms and previous frame: each row sums its own products (no
+    matmul across rows).
     """
     d = len(w)
     b_v, a = biases[:, :d], np.array(biases[:, d:], np.float32)
     sampling = frames is None
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
+    if c is not None:
+        prev = np.asarray(prev, np.float32)
+        sign = 2 * prev - 1
     probs = np.empty_like(out)
     hidden = _sigmoid(NUMPY, a)
     for i in range(d):
         logit = b_v[:, i] + (hidden * v[i]).sum(1)
+        if c is not None:
+            logit = logit + sign[:, i] * (hidden * q[i]).sum(1)
         if sampling:
             p = _sigmoid(NUMPY, logit / temps)  # float32: temperature 1 divides exactly
             out[:, i] = u[:, i] < p
         else:
             p = _sigmoid(NUMPY, logit)
         probs[:, i] = p
-        on = out[:, i]
-        if on.any():  # the hidden units change only when a pitch sounds (rows off add 0: same bits)
+        on, moved = out[:, i], False
+        # the hidden units change only when a pitch sounds or changes (others add 0: same bits)
+        if on.any():
             a += on[:, None] * w[i]
+            moved = True
+        if c is not None and (on != prev[:, i]).any():
+            a += (on != prev[:, i]).astype(np.float32)[:, None] * c[i]
+            moved = True
+        if moved:
             hidden = _sigmoid(NUMPY, a)
     return probs, out
 
@@ -117,7 +131,8 @@ class StepNet:
         # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
         if cfg.head == "nade":
             layer = getattr(model, "nade", None) or model.get_layer("nade")
-            self.nade_weights = (layer.w.numpy(), layer.v.numpy())
+            self.nade_weights = tuple(t.numpy() for t in ((layer.w, layer.v, layer.c, layer.q)
+                                                          if cfg.nade_changes else (layer.w, layer.v)))
         else:
             self.nade_weights = None
         # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
