@@ -87,7 +87,7 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     full = evaluate_run(run, data, "test", threshold=threshold)
     decide = decider(extender, threshold)
     model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide), positions)
-    return {"head": cfg.head, "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
+    return {"head": cfg.head, "nade_changes": cfg.head == "nade" and cfg.nade_changes, "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
                 "copy_last_nll": full["copy_last"]["nll"]}, "music": full["music"]}
@@ -181,8 +181,10 @@ def markdown(results: dict) -> str:
              "test sequence; lower is better).", "",
              "| model | output | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
     for p in presets:
-        head = next((ours[n][p].get("head") for n in names if p in ours.get(n, {})), "factorized")
-        lines.append(f"| **musicgen LSTM `{p}` (this run)** | {HEAD_LABEL.get(head, head)} | "
+        run = next((ours[n][p] for n in names if p in ours.get(n, {})), {})
+        head = run.get("head", "factorized")
+        label = HEAD_LABEL.get(head, head) + (", reading the frame's changes" if run.get("nade_changes") else "")
+        lines.append(f"| **musicgen LSTM `{p}` (this run)** | {label} | "
                      + " | ".join(f"**{cell(ours[n][p]['model']['nll'])}**" if p in ours.get(n, {}) else ""
                                   for n in names) + " |")
     copy_last = {n: next(iter(ours[n].values()))["copy_last"]["nll"] for n in names if ours.get(n)}
