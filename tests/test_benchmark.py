@@ -152,7 +152,7 @@ def test_a_trained_run_is_scored_on_the_88_keys_next_to_copy_last(head, tmp_path
     assert scores["music"]["pairs"] == 0  # 24-step pieces: too short for 16 + 16 steps of music
 
 
-def test_an_unfinished_run_is_resumed_and_a_finished_one_reused(tmp_path):
+def test_an_unfinished_run_is_resumed_and_a_finished_one_reused(ray_local, tmp_path):
     """_bench_one, `benchmark poly`'s per-run step, on the real JSB file with a small net: a run
     stopped after its first epoch (checkpoints kept, no model, as Ctrl+C leaves it) trains on from
     there; run again when finished, it is only scored."""
