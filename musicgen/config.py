@@ -179,7 +179,7 @@ PRESETS = {
         # learning rate when validation stalls for 2 epochs. `joint` is the same net trained to the
         # corpus: until 10 epochs pass without a better validation loss (the benchmark preset).
         # Their NADE reads the frame's changes: on the demo corpus (7 epochs, the same seed) Bach test
-        # NLL 2.466 against 2.552, and on music it never saw (`corpus other`) 4.495 against 5.357.
+        # NLL 2.466 against 2.548, and on music it never saw (`corpus other`) 4.495 against 5.325.
         "tiny": LSTMConfig(layers=1, units=256, dropout=0.2, window=64, batch_size=16, epochs=7,
                            learning_rate=3e-3, head="nade", nade_units=150, nade_changes=True, patience=4,
                            min_steps_per_epoch=100),
