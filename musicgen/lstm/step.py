@@ -99,8 +99,9 @@ def nade(biases: np.ndarray, w: np.ndarray, v: np.ndarray, c=None, q=None, *, u=
         if on.any():
             a += on[:, None] * w[i]
             moved = True
-        if c is not None and (on != prev[:, i]).any():
-            a += (on != prev[:, i]).astype(np.float32)[:, None] * c[i]
+        changed = (on != prev[:, i]).astype(np.float32) if c is not None else None
+        if changed is not None and changed.any():
+            a += changed[:, None] * c[i]
             moved = True
         if moved:
             hidden = _sigmoid(NUMPY, a)
