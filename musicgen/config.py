@@ -68,6 +68,12 @@ class LSTMConfig:
     frame_dropout: float = 0.0
     frame_dropout_scheduled: bool = False  # the rate is a variable a training callback moves
 
+    @property
+    def reads_no_frames(self) -> bool:
+        """A frame dropout of 1: the net never reads a frame, in training or sampling (a decoder
+        that draws every step from its condition alone; the NADE still models each frame jointly)."""
+        return self.frame_dropout >= 1 and not self.frame_dropout_scheduled
+
     def check(self) -> "LSTMConfig":
         _check_range("layers", self.layers, 1, 3)
         _check_range("units", self.units, 1, 4096)

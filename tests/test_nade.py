@@ -10,7 +10,7 @@ from musicgen import lstm
 from musicgen.config import LSTMConfig, preset
 from musicgen.errors import DataError
 from musicgen.lstm.model import nade_class
-from musicgen.lstm.step import nade
+from musicgen.lstm.step import NadeWeights, nade
 
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
                  steps_per_bar=4, head="nade", nade_units=10, learning_rate=1e-2)
@@ -34,24 +34,24 @@ def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes):
     """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
     (with ``changes``, after a previous frame that holds some of the pitches)."""
     rng = np.random.default_rng(0)
-    weights = [rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)]
+    weights = NadeWeights(*(rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)))
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
     prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
-    p, _ = nade(biases, *weights, frames=frames, prev=prev)
+    p, _ = nade(biases, weights, frames=frames, prev=prev)
     joint = np.prod(np.where(frames > 0, p, 1 - p), axis=1, dtype=np.float64)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
     if changes:  # the previous frame is read: another one gives other conditionals
-        assert not np.allclose(nade(biases, *weights, frames=frames, prev=1 - prev)[0], p, atol=1e-3)
+        assert not np.allclose(nade(biases, weights, frames=frames, prev=1 - prev)[0], p, atol=1e-3)
     # The Keras layer gives the same conditionals in one pass.
     layer = nade_class()(5, width=6, changes=changes)
     layer.build(None)
-    layer.set_weights(weights)
+    layer.set_weights([t for t in weights if t is not None])
     keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]).numpy()[0]
     np.testing.assert_allclose(keras_p, p, atol=1e-6)
     # Sampling draws frames with those probabilities (a frequency check, 20,000 draws).
     u = rng.random((20_000, 6))
-    _, drawn = nade(np.tile(biases[:1], (20_000, 1)), *weights, u=u, temps=np.ones(20_000, np.float32),
+    _, drawn = nade(np.tile(biases[:1], (20_000, 1)), weights, u=u, temps=np.ones(20_000, np.float32),
                     prev=np.tile(prev[:1], (20_000, 1)))
     index = (drawn @ (2 ** np.arange(5, -1, -1))).astype(int)
     freq = np.bincount(index, minlength=64) / 20_000
@@ -117,7 +117,7 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name,
     rng = np.random.default_rng(5)
     prev = prompt[-1:]
     for t in range(10):  # sample 10 frames, keeping the conditionals used
-        p, prev = nade(out, *ext.net.nade_weights, u=rng.random((1, 128)), temps=np.ones(1, np.float32), prev=prev)
+        p, prev = nade(out, ext.net.nade_weights, u=rng.random((1, 128)), temps=np.ones(1, np.float32), prev=prev)
         conditionals.append(p[0])
         drawn.append(prev[0])
         out, state = ext.step(lstm.features(prev, len(prompt) + t, cfg), state)

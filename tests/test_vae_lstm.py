@@ -45,8 +45,10 @@ def trained():
     return cfg, model, history.history
 
 
-def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals():
-    cfg = small_cfg()
+@pytest.mark.parametrize("frame_dropout", [0.0, 1.0])
+def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(frame_dropout):
+    """Also for a decoder that reads no frames (``decoder_frame_dropout=1``: every step from z)."""
+    cfg = small_cfg(decoder_frame_dropout=frame_dropout)
     keras.utils.set_random_seed(1)
     model = vae.build_model(cfg)
     gen = vae.Generator(cfg, model)
@@ -58,10 +60,15 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals():
     net = gen.extender.net
     state, frame, conditionals = net.first_state(z), np.zeros((3, 128), np.float32), []
     for t in range(cfg.height):
-        out, state = net.step(np.concatenate([frame, z], 1), state)
+        out, state = net.step(np.concatenate([frame * (frame_dropout < 1), z], 1), state)
         frame = pieces[:, t].astype(np.float32)
-        conditionals.append(nade(out, *net.nade_weights, frames=frame)[0])
+        conditionals.append(nade(out, net.nade_weights, frames=frame)[0])
     np.testing.assert_allclose(np.stack(conditionals, 1), forced, atol=2e-6)
+    if frame_dropout == 1:  # a frame's conditionals do not depend on the frames before it
+        other = pieces.copy()
+        other[:, :cfg.height // 2] = ~other[:, :cfg.height // 2]
+        later = model.teacher_forced(other[..., None].astype(np.float32), z).numpy()[:, cfg.height // 2:]
+        np.testing.assert_allclose(later, forced[:, cfg.height // 2:], atol=1e-6)
     # and the loss is that likelihood: -log p(x | z) summed over the cells
     p = np.clip(forced, 1e-7, 1 - 1e-7)
     nll = -(pieces * np.log(p) + (1 - pieces) * np.log1p(-p)).sum(axis=(1, 2))
@@ -88,7 +95,7 @@ def test_hierarchical_decoder_likelihood_is_the_sum_of_its_bar_by_bar_sampling_c
             state = net.first_state(e)
         out, state = net.step(np.concatenate([frame, e], 1), state)
         frame = pieces[:, t].astype(np.float32)
-        conditionals.append(nade(out, *net.nade_weights, frames=frame)[0])
+        conditionals.append(nade(out, net.nade_weights, frames=frame)[0])
     np.testing.assert_allclose(np.stack(conditionals, 1), forced, atol=2e-6)
     # seeded, a row independent of its batch mates
     np.testing.assert_array_equal(gen.sample(z[1:2], [2], temperature=2.0)[0], pieces[1])

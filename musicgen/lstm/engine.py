@@ -294,7 +294,7 @@ class Extender:
         the step read: each pitch on its own (factorized, :func:`sample_frames`) or pitch by pitch
         from the lowest, each drawn given those below it (NADE, :func:`~musicgen.lstm.step.nade`)."""
         if self.cfg.head == "nade":
-            return nade(out, *self.net.nade_weights, u=u, temps=np.asarray(temps, np.float32), prev=prev)[1]
+            return nade(out, self.net.nade_weights, u=u, temps=np.asarray(temps, np.float32), prev=prev)[1]
         return sample_frames(out, u, temps)
 
     def _run(self, x: np.ndarray, state):
@@ -310,7 +310,7 @@ class Extender:
         frames = (np.asarray(roll) > 0).astype(np.float32)
         out = self._outputs(frames, chunk, positions)
         if self.cfg.head == "nade":
-            return nade(out, *self.net.nade_weights, frames=frames[1:], prev=frames[:-1])[0]
+            return nade(out, self.net.nade_weights, frames=frames[1:], prev=frames[:-1])[0]
         return out
 
     def predict_frames(self, roll: np.ndarray, threshold: float = 0.5, chunk: int = 512, positions=None) -> np.ndarray:
@@ -325,7 +325,7 @@ class Extender:
             return (out >= threshold).astype(np.float32)
         # on when u < p: u just below the threshold makes "p >= threshold" the rule
         u = np.full(out[:, :128].shape, np.nextafter(np.float32(threshold), np.float32(0)), np.float32)
-        return nade(out, *self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32), prev=frames[:-1])[1]
+        return nade(out, self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32), prev=frames[:-1])[1]
 
     def _outputs(self, frames: np.ndarray, chunk: int, positions=None) -> np.ndarray:
         """The head outputs of steps 0..T-2 of binary ``frames`` (T, 128) at bar ``positions``

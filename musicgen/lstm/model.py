@@ -38,6 +38,8 @@ def network_input(frames: np.ndarray, positions, cfg: LSTMConfig) -> np.ndarray:
     position (a grid in seconds has no beat) sets none, an input of zeros.
     """
     frames = np.asarray(frames, dtype=np.float32)
+    if cfg.reads_no_frames:
+        frames = np.zeros_like(frames)
     if not cfg.position:
         return frames
     positions = np.asarray(positions, dtype=np.int64)
@@ -97,7 +99,8 @@ def frame_dropout_class():
     """The Keras layer that, in training, silences whole input frames (the 128 pitch columns of a
     step) with probability ``rate``, independently per step and sequence; the identity otherwise.
     ``scheduled``: the rate is a variable (``rate_variable``, a non-trainable weight) that a
-    callback moves during training (musicgen.vae's decoder schedule)."""
+    callback moves during training (musicgen.vae's decoder schedule). A fixed rate of 1 silences
+    every frame in inference too (``LSTMConfig.reads_no_frames``)."""
     from ..keras import keras, tf
 
     class FrameDropout(keras.layers.Layer):
@@ -113,6 +116,8 @@ def frame_dropout_class():
             super().build(input_shape)
 
         def call(self, x, training=None):
+            if not self.scheduled and self.rate >= 1:  # a net that reads no frames, ever
+                return tf.concat([tf.zeros_like(x[..., :128]), x[..., 128:]], axis=-1)
             if not training:
                 return x
             rate = self.rate if self.rate_variable is None else self.rate_variable

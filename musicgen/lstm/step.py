@@ -12,6 +12,7 @@ against the Keras model.
 from __future__ import annotations
 
 import types
+import typing
 
 import numpy as np
 
@@ -62,19 +63,27 @@ class Out(types.SimpleNamespace):
     columns follow the first 128), ``hidden`` (NADE hidden units in the last columns, or 0)."""
 
 
-def nade(biases: np.ndarray, w: np.ndarray, v: np.ndarray, c=None, q=None, *, u=None, temps=None,
-         frames=None, prev=None):
+class NadeWeights(typing.NamedTuple):
+    """The NADE's weights as numpy arrays: ``w``, ``v`` (D, H); with ``LSTMConfig.nade_changes``
+    ``c``, ``q`` (D, H) (``model.nade_class``)."""
+    w: np.ndarray
+    v: np.ndarray
+    c: np.ndarray | None = None
+    q: np.ndarray | None = None
+
+
+def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None):
     """NADE over one frame per row, pitch by pitch from the lowest: (conditionals (B, D), frames (B, D)).
 
-    ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128), ``w`` and ``v`` (D, H) the NADE's
-    weights, and with ``LSTMConfig.nade_changes`` ``c`` and ``q`` (D, H), which read each row's
-    previous frame ``prev`` (B, D): the arithmetic of the Keras layer
+    ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128); ``weights`` the NADE's; ``c``
+    and ``q`` read each row's previous frame ``prev`` (B, D): the arithmetic of the Keras layer
     (``musicgen.lstm.model.nade_class``) one pitch at a time. With ``frames`` given the conditionals
     are those of these frames (scoring); otherwise pitch i of row r sounds when ``u[r, i]`` is
     below its conditional, the logit divided by ``temps[r]`` (sampling). A row's numbers depend
     only on its own biases, uniforms and previous frame: each row sums its own products (no
     matmul across rows).
     """
+    w, v, c, q = weights
     d = len(w)
     b_v, a = biases[:, :d], np.array(biases[:, d:], np.float32)
     sampling = frames is None
@@ -132,8 +141,7 @@ class StepNet:
         # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
         if cfg.head == "nade":
             layer = getattr(model, "nade", None) or model.get_layer("nade")
-            self.nade_weights = tuple(t.numpy() for t in ((layer.w, layer.v, layer.c, layer.q)
-                                                          if cfg.nade_changes else (layer.w, layer.v)))
+            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None for k in "wvcq"))
         else:
             self.nade_weights = None
         # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
