@@ -87,7 +87,9 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     full = evaluate_run(run, data, "test", threshold=threshold)
     decide = decider(extender, threshold)
     model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide), positions)
-    return {"head": cfg.head, "nade_changes": cfg.head == "nade" and cfg.nade_changes, "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
+    nade = cfg.head == "nade"
+    return {"head": cfg.head, "nade_changes": nade and cfg.nade_changes, "nade_neighbours": cfg.nade_neighbours if nade else 0,
+            "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
                 "copy_last_nll": full["copy_last"]["nll"]}, "music": full["music"]}
@@ -166,6 +168,13 @@ def _earlier(out: str, names: list[str], presets: list[str]) -> dict:
 HEAD_LABEL = {"nade": "frame modelled jointly (NADE)", "factorized": "one sigmoid per pitch"}
 
 
+def _nade_terms(run: dict) -> str:
+    """What a NADE head reads beyond the plain RNN-NADE, for the table's output column."""
+    terms = (["the frame's changes"] if run.get("nade_changes") else []) + (
+        [f"its neighbours (+-{run['nade_neighbours']} semitones)"] if run.get("nade_neighbours") else [])
+    return ", reading " + " and ".join(terms) if terms else ""
+
+
 def markdown(results: dict) -> str:
     """The table: test NLL (nats per frame, 88 pitches) of each preset's run and ``copy_last`` next
     to the published figures, then frame accuracy, clash share and times."""
@@ -183,7 +192,7 @@ def markdown(results: dict) -> str:
     for p in presets:
         run = next((ours[n][p] for n in names if p in ours.get(n, {})), {})
         head = run.get("head", "factorized")
-        label = HEAD_LABEL.get(head, head) + (", reading the frame's changes" if run.get("nade_changes") else "")
+        label = HEAD_LABEL.get(head, head) + _nade_terms(run)
         lines.append(f"| **musicgen LSTM `{p}` (this run)** | {label} | "
                      + " | ".join(f"**{cell(ours[n][p]['model']['nll'])}**" if p in ours.get(n, {}) else ""
                                   for n in names) + " |")

@@ -134,15 +134,15 @@ def train_config(args):
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
-                 "nade_units": args.nade_units, "nade_changes": args.nade_changes, "patience": args.patience,
-                 "meter": args.meter}
+                 "nade_units": args.nade_units, "nade_changes": args.nade_changes,
+                 "nade_neighbours": args.nade_neighbours, "patience": args.patience, "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
                 "conductor_bar_steps": BAR_STEPS if args.conductor else None}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
-        raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, --patience "
-                            "and --no-meter are LSTM settings")
+        raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
+                            "--nade-neighbours, --patience and --no-meter are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -375,6 +375,9 @@ def _train_arguments(c):
     c.add_argument("--no-nade-changes", dest="nade_changes", action="store_const", const=False,
                    help="LSTM with the NADE head: a NADE that does not read where the frame changes from the "
                    "previous one (the head of runs trained before 2026-11-30)")
+    c.add_argument("--nade-neighbours", type=int, metavar="K",
+                   help="LSTM with the NADE head: the semitones around each pitch whose notes it weighs directly "
+                   "(presets: 13; 0: none, the head of runs trained before 2026-12-01)")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
     c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
                    help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "

@@ -54,7 +54,8 @@ def _results():
     music = {"pairs": 20, "model": {"clash_share": 0.05}, "real": {"clash_share": 0.04}}
     return {"presets": ["tiny", "factorized"], "epochs": None, "note": "position note", "datasets": {
         "JSB_Chorales": {
-            "tiny": {"head": "nade", "nade_changes": True, "model": row(5.123, 0.40, 4648), "copy_last": row(10.456, 0.25, 4648),
+            "tiny": {"head": "nade", "nade_changes": True, "nade_neighbours": 13,
+                     "model": row(5.123, 0.40, 4648), "copy_last": row(10.456, 0.25, 4648),
                      "epochs": 40, "music": music, "bar_positions": "meter",
                      "seconds": {"dataset": 1.0, "train": 600.0, "evaluate": 5.0, "total": 606.0}},
             "factorized": {"head": "factorized", "model": row(8.123, 0.30, 4648), "copy_last": row(10.456, 0.25, 4648),
@@ -72,7 +73,7 @@ def test_table_puts_ours_next_to_the_published_figures(tmp_path):
     header = next(x for x in lines if x.startswith("| model |"))
     assert header == "| model | output | JSB Chorales | Piano-midi.de |"  # only the datasets run, in order
     joint = next(x for x in lines if "`tiny` (this run)" in x)
-    assert "frame modelled jointly (NADE), reading the frame's changes |" in joint
+    assert "frame modelled jointly (NADE), reading the frame's changes and its neighbours (+-13 semitones) |" in joint
     assert joint.endswith("| **5.12** |  |")  # no tiny run on Piano-midi.de
     ours = next(x for x in lines if "`factorized` (this run)" in x)
     assert "one sigmoid per pitch" in ours and ours.endswith("| **8.12** | **7.89** |")
@@ -145,6 +146,7 @@ def test_a_trained_run_is_scored_on_the_88_keys_next_to_copy_last(head, tmp_path
     scores = score_run(str(tmp_path / "run"), data)
     assert scores["head"] == head and scores["model"]["frames"] == 3 * 23
     assert scores["nade_changes"] == (head == "nade")  # the tiny preset's NADE reads the changes
+    assert scores["nade_neighbours"] == (13 if head == "nade" else 0)  # and its neighbours
     assert scores["bar_positions"] == "meter"  # 4/4 on the benchmark's grid: bars of 4 steps at 1 per beat
     assert scores["copy_last"]["frames"] == 3 * 23 and math.isfinite(scores["model"]["nll"])
     # the 40 pitches off the keyboard add to musicgen evaluate's 128-pitch figure, never subtract

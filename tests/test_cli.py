@@ -28,6 +28,8 @@ def one_line_error(p):
     (["corpus", "mozart", "out"], "mozart"),
     (["train", "vae", "--data", ".", "--out", "o", "--no-meter"], "--no-meter"),  # an LSTM setting
     (["train", "vae", "--data", ".", "--out", "o", "--no-nade-changes"], "--no-nade-changes"),
+    (["train", "vae", "--data", ".", "--out", "o", "--nade-neighbours", "4"], "--nade-neighbours"),
+    (["train", "lstm", "--data", ".", "--out", "o", "--nade-neighbours", "-1"], "nade_neighbours"),
     (["train", "lstm", "--data", ".", "--out", "o", "--bars", "16"], "--bars"),  # a VAE setting
     (["train", "vae", "--data", ".", "--out", "o", "--conductor"], "conductor_bar_steps"),  # tiny: conv decoder
     (["frobnicate"], "frobnicate"),
@@ -48,6 +50,8 @@ def test_train_options_reach_the_config():
     assert config("lstm", "--preset", "joint", "--units", "64").units == 64
     assert config("lstm", "--preset", "joint").nade_changes  # the presets' NADE reads the frame's changes
     assert not config("lstm", "--preset", "joint", "--no-nade-changes").nade_changes
+    assert config("lstm", "--preset", "tiny").nade_neighbours == 13
+    assert config("lstm", "--preset", "tiny", "--nade-neighbours", "0").nade_neighbours == 0
 
 
 def test_help_for_every_command():

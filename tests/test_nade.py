@@ -14,7 +14,7 @@ from musicgen.lstm.step import NadeWeights, nade
 
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
                  steps_per_bar=4, head="nade", nade_units=10, learning_rate=1e-2)
-CHANGES = replace(CFG, nade_changes=True)
+CHANGES = replace(CFG, nade_changes=True, nade_neighbours=13)  # the presets' NADE
 
 
 def _rolls(n=8, steps=30, seed=0):
@@ -29,12 +29,16 @@ def _rolls(n=8, steps=30, seed=0):
     return rolls
 
 
-@pytest.mark.parametrize("changes", [False, True])
-def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes):
+@pytest.mark.parametrize("changes,neighbours", [(False, 0), (True, 0), (True, 2)])
+def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours):
     """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
-    (with ``changes``, after a previous frame that holds some of the pitches)."""
+    (with ``changes``, after a previous frame that holds some of the pitches; with ``neighbours``,
+    weights of the pitches up to 2 semitones around each)."""
     rng = np.random.default_rng(0)
     weights = NadeWeights(*(rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)))
+    if neighbours:
+        weights = weights._replace(**{name: rng.normal(0, 2, (2, size)).astype(np.float32)
+                                      for name, size in (("new", 2), ("held", 2), ("around", 4))})
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
     prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
@@ -43,8 +47,11 @@ def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes):
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
     if changes:  # the previous frame is read: another one gives other conditionals
         assert not np.allclose(nade(biases, weights, frames=frames, prev=1 - prev)[0], p, atol=1e-3)
+    if neighbours:  # the neighbours' weights count
+        plain = weights._replace(new=None, held=None, around=None)
+        assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
     # The Keras layer gives the same conditionals in one pass.
-    layer = nade_class()(5, width=6, changes=changes)
+    layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours)
     layer.build(None)
     layer.set_weights([t for t in weights if t is not None])
     keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]).numpy()[0]
@@ -81,7 +88,7 @@ def trained_changes():
 
 
 def _trained(request, name):
-    """(config, model) of fixture ``name``: the plain NADE or the one that reads changes."""
+    """(config, model) of fixture ``name``: the plain NADE or the presets' (changes, neighbours)."""
     return (CFG if name == "trained" else CHANGES), request.getfixturevalue(name)[0]
 
 

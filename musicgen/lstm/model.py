@@ -197,7 +197,7 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
 
 def nade_layer(cfg: LSTMConfig):
     """The NADE layer of ``cfg`` (:func:`nade_class`)."""
-    return nade_class()(cfg.nade_units, changes=cfg.nade_changes, name="nade")
+    return nade_class()(cfg.nade_units, changes=cfg.nade_changes, neighbours=cfg.nade_neighbours, name="nade")
 
 
 @functools.cache
@@ -213,6 +213,11 @@ def nade_class():
         With ``changes`` (``LSTMConfig.nade_changes``) it also reads the previous frames u: the
         hidden input adds ``C[:i]^T |v - u|[:i]`` (where the lower pitches changed), and the
         logit ``(2 u_i - 1) Q[i] . hidden`` (a push towards the pitch's previous value).
+        With ``neighbours`` = K (``LSTMConfig.nade_neighbours``) each logit adds learned weights of
+        the pitches around it, the same at every pitch, one set for a pitch that sounded in the
+        previous frame and one for a pitch that did not: of the lower pitches up to K below it
+        that start in this frame (``new``) and that go on sounding (``held``), and of the previous
+        frame's pitches up to K either side (``around``) (:func:`neighbour_index`).
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes``). Output: the D
@@ -221,9 +226,9 @@ def nade_class():
         pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
-        def __init__(self, units: int, width: int = 128, changes: bool = False, **kwargs):
+        def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0, **kwargs):
             super().__init__(**kwargs)
-            self.units, self.width, self.changes = units, width, changes
+            self.units, self.width, self.changes, self.neighbours = units, width, changes, neighbours
 
         def build(self, input_shape):
             # one initializer each: a Keras initializer called twice gives the same values twice
@@ -234,11 +239,30 @@ def nade_class():
             self.w, self.v = weight("w"), weight("v")
             if self.changes:
                 self.c, self.q = weight("c"), weight("q")
+            if self.neighbours:  # [sounded before? 0/1, offset]; 0 at first: the NADE it starts from
+                k = self.neighbours
+                for name, size in (("new", k), ("held", k), ("around", 2 * k)):
+                    setattr(self, name, self.add_weight(name=name, shape=(2, size), initializer="zeros"))
             super().build(input_shape)
+
+        def neighbour_logits(self, frames, before):
+            """The neighbours' terms of every pitch's logit (B, T, D), at the pitch's previous value."""
+            low, around = (tf.constant(i) for i in neighbour_index(self.width, self.neighbours))
+
+            def band(weights, g, index):  # index 0: no neighbour, a weight of 0
+                return tf.gather(tf.pad(weights[g], [[1, 0]]), index)
+
+            new, held = frames * (1 - before), frames * before
+            per_value = [tf.einsum("...j,ji->...i", new, band(self.new, g, low))
+                         + tf.einsum("...j,ji->...i", held, band(self.held, g, low))
+                         + tf.einsum("...j,ji->...i", before, band(self.around, g, around)) for g in (0, 1)]
+            return (1 - before) * per_value[0] + before * per_value[1]
 
         def call(self, inputs):
             b_v, b_h, frames = inputs[:3]
             a = b_h[..., None, :] + tf.cumsum(frames[..., :, None] * self.w, axis=-2, exclusive=True)
+            if self.neighbours:
+                b_v += self.neighbour_logits(frames, inputs[3])
             if not self.changes:
                 return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
             before = inputs[3]
@@ -248,6 +272,18 @@ def nade_class():
                               + (2 * before - 1) * tf.reduce_sum(hidden * self.q, axis=-1))
 
     return Nade
+
+
+def neighbour_index(width: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index matrices (width, width) into the NADE's neighbour weights with a 0 put in front
+    (``Nade.new`` / ``held`` and ``around``; index 0: no neighbour): at [j, i] the weight pitch j
+    gives pitch i's logit. ``low``: j = i - d, d = 1..k below it (index d); ``around``: j = i + d,
+    d = -k..k, d != 0 (index d + k + 1 for d < 0, d + k for d > 0)."""
+    j, i = np.indices((width, width))
+    d = j - i
+    low = np.where((d < 0) & (d >= -k), -d, 0)
+    around = np.where((d != 0) & (abs(d) <= k), np.where(d < 0, d + k + 1, d + k), 0)
+    return low, around
 
 
 def compile_model(model, cfg: LSTMConfig):

@@ -17,7 +17,7 @@ import typing
 import numpy as np
 
 from ..config import LSTMConfig
-from .model import input_width
+from .model import input_width, neighbour_index
 
 XLA_MIN_WEIGHTS = 3_000_000  # LSTM kernel floats from which batched steps run in XLA
 HALF = np.float32(0.5)
@@ -65,11 +65,15 @@ class Out(types.SimpleNamespace):
 
 class NadeWeights(typing.NamedTuple):
     """The NADE's weights as numpy arrays: ``w``, ``v`` (D, H); with ``LSTMConfig.nade_changes``
-    ``c``, ``q`` (D, H) (``model.nade_class``)."""
+    ``c``, ``q`` (D, H); with ``LSTMConfig.nade_neighbours`` = K ``new``, ``held`` (2, K) and
+    ``around`` (2, 2K) (``model.nade_class``)."""
     w: np.ndarray
     v: np.ndarray
     c: np.ndarray | None = None
     q: np.ndarray | None = None
+    new: np.ndarray | None = None
+    held: np.ndarray | None = None
+    around: np.ndarray | None = None
 
 
 def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None):
@@ -83,20 +87,26 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     only on its own biases, uniforms and previous frame: each row sums its own products (no
     matmul across rows).
     """
-    w, v, c, q = weights
+    w, v, c, q, new, held, around = weights
     d = len(w)
     b_v, a = biases[:, :d], np.array(biases[:, d:], np.float32)
     sampling = frames is None
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
-    if c is not None:
+    if c is not None or new is not None:
         prev = np.asarray(prev, np.float32)
         sign = 2 * prev - 1
+    if new is not None:  # the neighbours' terms, each pitch's at its value in the previous frame
+        k, was_on = new.shape[1], prev > 0
+        index = neighbour_index(d, k)[1]
+        lift = np.where(was_on, prev @ np.pad(around[1], (1, 0))[index], prev @ np.pad(around[0], (1, 0))[index])
     probs = np.empty_like(out)
     hidden = _sigmoid(NUMPY, a)
     for i in range(d):
         logit = b_v[:, i] + (hidden * v[i]).sum(1)
         if c is not None:
             logit = logit + sign[:, i] * (hidden * q[i]).sum(1)
+        if new is not None:
+            logit = logit + lift[:, i]
         if sampling:
             p = _sigmoid(NUMPY, logit / temps)  # float32: temperature 1 divides exactly
             out[:, i] = u[:, i] < p
@@ -108,6 +118,11 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
         if on.any():
             a += on[:, None] * w[i]
             moved = True
+            if new is not None:  # a sounding pitch moves the logits of the k pitches above it
+                m, started = min(k, d - 1 - i), (on * (1 - prev[:, i]))[:, None]
+                above = was_on[:, i + 1:i + 1 + m]
+                lift[:, i + 1:i + 1 + m] += (started * np.where(above, new[1][:m], new[0][:m])
+                                             + (on[:, None] - started) * np.where(above, held[1][:m], held[0][:m]))
         changed = (on != prev[:, i]).astype(np.float32) if c is not None else None
         if changed is not None and changed.any():
             a += changed[:, None] * c[i]
@@ -141,7 +156,7 @@ class StepNet:
         # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
         if cfg.head == "nade":
             layer = getattr(model, "nade", None) or model.get_layer("nade")
-            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None for k in "wvcq"))
+            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None for k in NadeWeights._fields))
         else:
             self.nade_weights = None
         # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
