@@ -88,7 +88,8 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     decide = decider(extender, threshold)
     model = evaluate(on_keyboard(extender.predict_next), keys, threshold, decide and on_keyboard(decide), positions)
     nade = cfg.head == "nade"
-    return {"head": cfg.head, "nade_changes": nade and cfg.nade_changes, "nade_neighbours": cfg.nade_neighbours if nade else 0,
+    return {"head": cfg.head, "nade_changes": nade and cfg.nade_changes,
+            "nade_neighbours": cfg.nade_neighbours if nade else 0,
             "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {

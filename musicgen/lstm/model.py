@@ -220,10 +220,10 @@ def nade_class():
         frame's pitches up to K either side (``around``) (:func:`neighbour_index`).
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
-        128 pitches), the previous frames u (B, T, D) (read only with ``changes``). Output: the D
-        conditionals of each frame, all pitches in one pass (an exclusive cumulative sum along the
-        pitch axis gives every pitch's hidden input at once). Sampling runs the same arithmetic
-        pitch by pitch (:func:`musicgen.lstm.step.nade`).
+        128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
+        ``neighbours``). Output: the D conditionals of each frame, all pitches in one pass (an
+        exclusive cumulative sum along the pitch axis gives every pitch's hidden input at once).
+        Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
         def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0, **kwargs):

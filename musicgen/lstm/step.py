@@ -79,13 +79,13 @@ class NadeWeights(typing.NamedTuple):
 def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None):
     """NADE over one frame per row, pitch by pitch from the lowest: (conditionals (B, D), frames (B, D)).
 
-    ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128); ``weights`` the NADE's; ``c``
-    and ``q`` read each row's previous frame ``prev`` (B, D): the arithmetic of the Keras layer
-    (``musicgen.lstm.model.nade_class``) one pitch at a time. With ``frames`` given the conditionals
-    are those of these frames (scoring); otherwise pitch i of row r sounds when ``u[r, i]`` is
-    below its conditional, the logit divided by ``temps[r]`` (sampling). A row's numbers depend
-    only on its own biases, uniforms and previous frame: each row sums its own products (no
-    matmul across rows).
+    ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128); ``weights`` the NADE's; ``c``,
+    ``q`` and the neighbours' weights read each row's previous frame ``prev`` (B, D): the
+    arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a time. With
+    ``frames`` given the conditionals are those of these frames (scoring); otherwise pitch i of row
+    r sounds when ``u[r, i]`` is below its conditional, the logit divided by ``temps[r]``
+    (sampling). A row's numbers depend only on its own biases, uniforms and previous frame: each
+    row sums its own products (no matmul across rows).
     """
     w, v, c, q, new, held, around = weights
     d = len(w)
@@ -94,11 +94,11 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
     if c is not None or new is not None:
         prev = np.asarray(prev, np.float32)
+    if c is not None:
         sign = 2 * prev - 1
-    if new is not None:  # the neighbours' terms, each pitch's at its value in the previous frame
-        k, was_on = new.shape[1], prev > 0
-        index = neighbour_index(d, k)[1]
-        lift = np.where(was_on, prev @ np.pad(around[1], (1, 0))[index], prev @ np.pad(around[0], (1, 0))[index])
+    if new is not None:  # the neighbours' terms so far, each pitch's at its value in the previous frame
+        was_on = prev > 0
+        lift = _pick(was_on, *(prev @ _band(around[g], neighbour_index(d, new.shape[1])[1]) for g in (0, 1)))
     probs = np.empty_like(out)
     hidden = _sigmoid(NUMPY, a)
     for i in range(d):
@@ -119,10 +119,10 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
             a += on[:, None] * w[i]
             moved = True
             if new is not None:  # a sounding pitch moves the logits of the k pitches above it
-                m, started = min(k, d - 1 - i), (on * (1 - prev[:, i]))[:, None]
-                above = was_on[:, i + 1:i + 1 + m]
-                lift[:, i + 1:i + 1 + m] += (started * np.where(above, new[1][:m], new[0][:m])
-                                             + (on[:, None] - started) * np.where(above, held[1][:m], held[0][:m]))
+                above = slice(i + 1, i + 1 + new.shape[1])
+                m, started = len(range(d)[above]), (on * (1 - prev[:, i]))[:, None]
+                lift[:, above] += (started * _pick(was_on[:, above], new[0][:m], new[1][:m])
+                                   + (on[:, None] - started) * _pick(was_on[:, above], held[0][:m], held[1][:m]))
         changed = (on != prev[:, i]).astype(np.float32) if c is not None else None
         if changed is not None and changed.any():
             a += changed[:, None] * c[i]
@@ -130,6 +130,16 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
         if moved:
             hidden = _sigmoid(NUMPY, a)
     return probs, out
+
+
+def _band(weights: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The (D, D) matrix of a neighbour weight row at ``model.neighbour_index``'s indices (0: none)."""
+    return np.pad(weights, (1, 0))[index]
+
+
+def _pick(was_on: np.ndarray, if_off, if_on):
+    """Per pitch, the value for its state in the previous frame."""
+    return np.where(was_on, if_on, if_off)
 
 
 def _sigmoid(ops, z):
@@ -156,7 +166,8 @@ class StepNet:
         # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
         if cfg.head == "nade":
             layer = getattr(model, "nade", None) or model.get_layer("nade")
-            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None for k in NadeWeights._fields))
+            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None
+                                              for k in NadeWeights._fields))
         else:
             self.nade_weights = None
         # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
