@@ -135,14 +135,15 @@ def train_config(args):
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "nade_changes": args.nade_changes,
-                 "nade_neighbours": args.nade_neighbours, "patience": args.patience, "meter": args.meter}
+                 "nade_neighbours": args.nade_neighbours, "patience": args.patience, "ema": args.ema,
+                 "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
                 "conductor_bar_steps": BAR_STEPS if args.conductor else None}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --patience and --no-meter are LSTM settings")
+                            "--nade-neighbours, --patience, --ema and --no-meter are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -379,6 +380,9 @@ def _train_arguments(c):
                    help="LSTM with the NADE head: the semitones around each pitch whose notes it weighs directly "
                    "(presets: 13; 0: none, the head of runs trained before 2026-12-01)")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
+    c.add_argument("--ema", type=float, metavar="MOMENTUM",
+                   help="LSTM: validate, checkpoint and keep a moving average of the weights with this momentum "
+                   "(0.998: about 500 batches; default 0, off)")
     c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
                    help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "
                    "signatures (for a corpus whose time signatures are wrong)")

@@ -52,6 +52,7 @@ def test_train_options_reach_the_config():
     assert not config("lstm", "--preset", "joint", "--no-nade-changes").nade_changes
     assert config("lstm", "--preset", "tiny").nade_neighbours == 13
     assert config("lstm", "--preset", "tiny", "--nade-neighbours", "0").nade_neighbours == 0
+    assert config("lstm", "--preset", "tiny", "--ema", "0.998").ema == 0.998
 
 
 def test_help_for_every_command():

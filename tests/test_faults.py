@@ -56,16 +56,18 @@ def test_killed_worker_resumes_from_the_last_checkpoint(chorales, tmp_path):
 
 
 def test_resume_continues_a_stopped_run(chorales, tmp_path):
+    """... with the weights averaged (--ema): the averaging callback on a Ray Train worker."""
     ds, run = tmp_path / "ds", tmp_path / "run"
     assert run_cli("prepare", chorales, ds, "--split", "0.8,0.2,0").returncode == 0
-    p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "1", *SMALL)
+    p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "1", *SMALL, "--ema", "0.9")
     assert p.returncode == 0, p.stderr[-2000:]
     shown = p.stdout + p.stderr
     assert shown.count("[lstm] epoch 1/1:") == 1  # once, not once per console handler
     assert "PlacementGroupCleaner" not in shown  # none polls a state API that a local Ray lacks
     p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "2", *SMALL)
     assert p.returncode != 0 and "--resume" in p.stderr.strip().splitlines()[-1]
-    p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "2", "--resume", *SMALL)
+    p = run_cli("train", "lstm", "--data", ds, "--out", run, "--epochs", "2", "--resume", *SMALL, "--ema", "0.9")
     assert p.returncode == 0, p.stderr[-2000:]
     history = json.loads((run / "history.json").read_text())
     assert history["epoch"] == [1, 2]
+    assert json.loads((run / "metrics.json").read_text())["config"]["ema"] == 0.9

@@ -102,6 +102,39 @@ def test_loss_falls_and_the_step_model_matches_the_training_model(trained):
     assert (probs.argmax(1) == (roll[1:] > 0).argmax(1)).mean() > 0.9
 
 
+def test_weight_averaging_is_what_validation_and_the_end_see():
+    """``ema``: validation scores the moving average of the weights, the model ends holding it,
+    and each epoch trains on from the raw weights."""
+    from musicgen.keras import keras, tf
+
+    tf.keras.utils.set_random_seed(0)
+    cfg = LSTMConfig(layers=1, units=8, dropout=0.0, window=16, batch_size=8, transpose=0, position=False,
+                     learning_rate=1e-2, ema=0.6)
+    model = lstm.compile_model(lstm.build_model(cfg), cfg)
+    x, y, w = lstm.val_arrays(_toy_rolls(8, 40), cfg)
+    seen = {"begin": [], "end": []}
+
+    class Watch(keras.callbacks.Callback):  # before the averaging: sees the raw weights of each step
+        def on_train_batch_begin(self, batch, logs=None):
+            seen["begin"].append([v.numpy() for v in self.model.trainable_weights])
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen["end"].append([v.numpy() for v in self.model.trainable_weights])
+
+    history = model.fit(x, y, sample_weight=w, epochs=2, batch_size=8, validation_data=(x, y, w), verbose=0,
+                        shuffle=False, callbacks=[Watch(), *lstm.callbacks(cfg, model)]).history
+    average = [a.copy() for a in seen["end"][0]]
+    for step in seen["end"][1:]:
+        average = [0.6 * a + 0.4 * b for a, b in zip(average, step)]
+    for v, a in zip(model.trainable_weights, average):
+        np.testing.assert_allclose(v.numpy(), a, rtol=1e-4, atol=1e-6)
+    assert model.evaluate(x, y, sample_weight=w, verbose=0)[0] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    per_epoch = len(seen["end"]) // 2
+    for raw, resumed in zip(seen["end"][per_epoch - 1], seen["begin"][per_epoch]):
+        np.testing.assert_array_equal(raw, resumed)
+    assert not np.allclose(seen["end"][-1][0], average[0])  # the average is not the last step
+
+
 def test_saved_weights_reload_to_the_same_predictions(trained, tmp_path):
     cfg, model, _, _ = trained
     model.save_weights(tmp_path / "w.h5")
@@ -209,6 +242,8 @@ def test_config_checks_ranges():
 
     with pytest.raises(DataError, match="layers"):
         preset("lstm", "tiny", layers=4)
+    with pytest.raises(DataError, match="ema"):
+        preset("lstm", "tiny", ema=1.0)
     with pytest.raises(DataError, match="unknown lstm setting"):
         preset("lstm", "tiny", colour="red")
     with pytest.raises(DataError, match="preset"):

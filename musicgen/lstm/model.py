@@ -331,12 +331,63 @@ def epoch_metrics(logs: dict) -> dict:
 
 
 def callbacks(cfg: LSTMConfig, model) -> list:
-    """With ``cfg.patience``: stop after that many epochs without a better validation loss, and
-    halve the learning rate after half as many. Every worker sees the same (all-reduced) logs, so
-    all stop at the same epoch."""
+    """With ``cfg.ema``: the moving average of the weights (:func:`averaging_class`). With
+    ``cfg.patience``: stop after that many epochs without a better validation loss, and halve the
+    learning rate after half as many. Every worker sees the same (all-reduced) logs, so all stop
+    at the same epoch."""
     from ..keras import keras
 
-    if not cfg.patience:
-        return []
-    return [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), verbose=0),
-            keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, verbose=0)]
+    out = [averaging_class()(cfg.ema)] if cfg.ema else []
+    if cfg.patience:
+        out += [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), verbose=0),
+                keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, verbose=0)]
+    return out
+
+
+@functools.cache
+def averaging_class():
+    """The Keras callback of ``LSTMConfig.ema``: Polyak averaging of the trainable weights."""
+    from ..keras import keras
+
+    class Averaging(keras.callbacks.Callback):
+        """Keeps an exponential moving average of the trainable weights, updated after every batch,
+        and puts it in the model from validation until the next epoch starts: validation, the
+        callbacks after this one (the checkpoint) and the model left at the end all see the
+        average; each epoch trains on from the raw weights. A resumed run starts from its
+        checkpoint's average and averages anew. Every worker holds the same weights, so the same
+        average."""
+
+        def __init__(self, momentum: float):
+            super().__init__()
+            self.momentum, self.average, self.raw = momentum, None, None
+
+        def on_train_batch_end(self, batch, logs=None):
+            weights = [v.numpy() for v in self.model.trainable_weights]
+            if self.average is None:
+                self.average = weights
+                return
+            for a, w in zip(self.average, weights):
+                a *= self.momentum
+                a += (1 - self.momentum) * w
+
+        def on_test_begin(self, logs=None):
+            self._hold(average=True)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._hold(average=True)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._hold(average=False)
+
+        def _hold(self, average: bool) -> None:
+            """Put the average (True) or the raw weights (False) in the model, if not there yet."""
+            if self.average is None or average == (self.raw is not None):
+                return
+            if average:
+                self.raw = [v.numpy() for v in self.model.trainable_weights]
+            for v, w in zip(self.model.trainable_weights, self.average if average else self.raw):
+                v.assign(w)
+            if not average:
+                self.raw = None
+
+    return Averaging
