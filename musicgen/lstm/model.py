@@ -346,7 +346,11 @@ def callbacks(cfg: LSTMConfig, model) -> list:
 
 @functools.cache
 def averaging_class():
-    """The Keras callback of ``LSTMConfig.ema``: Polyak averaging of the trainable weights."""
+    """The Keras callback of ``LSTMConfig.ema``: Polyak averaging of the trainable weights.
+
+    Not the optimizer's own ``use_ema``: tf-keras applies that average only at the end of ``fit``
+    (or overwrites the training weights with it), and putting it in the model for validation and
+    checkpoints would reach into the optimizer's private variables."""
     from ..keras import keras
 
     class Averaging(keras.callbacks.Callback):
