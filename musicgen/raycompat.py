@@ -17,8 +17,9 @@ https://github.com/ray-project/ray/issues/65881.
 So Tune trials run their trainers without that cleaner (:func:`without_pg_cleaner`), and the Tune
 driver frees the placement groups of dead actors of its own job, from the Tune loop
 (:func:`release_orphans_callback`) and when a search ends (:func:`release_orphans`), as Ray itself
-does when the job ends. A training run on a Ray without a dashboard does without the cleaner too:
-there it cannot work, and only logs a warning (or a traceback) every second.
+does when the job ends, and at the end of a search those of the trials' Train controllers that
+outlived it. A training run on a Ray without a dashboard does without the cleaner too: there it
+cannot work, and only logs a warning (or a traceback) every second.
 """
 from __future__ import annotations
 
@@ -64,34 +65,48 @@ def without_pg_cleaner(base):
     return Trainer
 
 
-def release_orphans(wait_s: float = 0.0) -> int:
+def release_orphans(wait_s: float = 0.0, *, ended: bool = False) -> int:
     """Remove this job's placement groups whose creating actor is dead; returns how many.
 
-    What Ray does for them when the job ends. With ``wait_s``, first wait (that long at most) for
-    the Train controllers still holding placement groups to end: at the end of a search, when no
-    trial runs any more.
+    What Ray does for them when the job ends. With ``ended`` (a search has ended: none of its
+    trials runs any more), first wait (``wait_s`` at most) for the Train controllers that trials
+    started to end, then remove the groups of those still there: their trial is over, so nothing
+    will use the CPUs they hold. (A CI run once found one such controller still alive 5 minutes
+    after its search ended; Ray only kills an actor through a handle, which the driver has not.)
+    The driver's own Train runs are left alone.
     """
     deadline, removed = time.monotonic() + wait_s, 0
     while True:
         dead, controllers = _actor_placement_groups()
-        for pg in dead:
-            try:
-                ray.util.remove_placement_group(pg)
-                removed += 1
-            except Exception:  # noqa: BLE001 - removed already
-                pass
-        if not controllers or time.monotonic() >= deadline:
+        removed += _remove(dead)
+        trials = [pg for pg, by_driver in controllers if not by_driver]
+        if not ended or not trials:
             return removed
+        if time.monotonic() >= deadline:
+            return removed + _remove(trials)
         time.sleep(1.0)
 
 
+def _remove(groups) -> int:
+    removed = 0
+    for pg in groups:
+        try:
+            ray.util.remove_placement_group(pg)
+            removed += 1
+        except Exception:  # noqa: BLE001 - removed already
+            pass
+    return removed
+
+
 def _actor_placement_groups():
-    """([placement groups of dead actors], [of live Train controllers]), of this job, not removed."""
+    """Of this job's placement groups not removed: ([those of dead actors], [(one of a live Train
+    controller, whether this driver started that controller)])."""
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup
 
-    job = ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    job, driver = context.get_job_id(), context.get_worker_id()
     dead, controllers = [], []
     try:
         accessor = state._connect_and_get_accessor()
@@ -107,10 +122,11 @@ def _actor_placement_groups():
         pg = PlacementGroup(ray.PlacementGroupID(info.placement_group_id))
         if info.creator_actor_dead:
             dead.append(pg)
-        else:
-            actor = accessor.get_actor_info(creator)
-            if actor and gcs_pb2.ActorTableData.FromString(actor).class_name == TRAIN_CONTROLLER:
-                controllers.append(pg)
+            continue
+        actor = accessor.get_actor_info(creator)
+        actor = actor and gcs_pb2.ActorTableData.FromString(actor)
+        if actor and actor.class_name == TRAIN_CONTROLLER:
+            controllers.append((pg, actor.owner_address.worker_id.hex() == driver))
     return dead, controllers
 
 

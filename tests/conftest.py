@@ -89,6 +89,11 @@ def dataset(ray_local, chorales, tmp_path_factory):
     return str(dest)
 
 
+def cpu_groups(ray) -> set:
+    """The ids of the placement groups holding CPUs (Ray names their resources CPU_group_[i_]ID)."""
+    return {key.rsplit("_", 1)[-1] for key in ray.cluster_resources() if key.startswith("CPU_group_")}
+
+
 def run_cli(*args, env=None, timeout=600):
     """Run ``musicgen ARGS`` in a subprocess (its own Ray); returns the CompletedProcess."""
     exe = shutil.which("musicgen") or os.path.join(os.path.dirname(sys.executable), "musicgen")

@@ -15,7 +15,7 @@ from musicgen.prepare import PrepareConfig, prepare
 
 from musicgen_tune import add_arguments, main, run_search  # tune/, installed as musicgen_tune
 
-from conftest import run_cli
+from conftest import cpu_groups, run_cli
 
 TRIALS = 4
 # a tiny budget: 2 epochs of 8 batches of 16 windows of 32 steps, small nets
@@ -24,7 +24,13 @@ SMALL = dict(epochs=2, overrides=dict(window=32, batch_size=16, steps_per_epoch=
 
 
 @pytest.fixture(scope="module")
-def search(dataset, tmp_path_factory):
+def groups_before(ray_local):
+    """The placement groups holding CPUs before the search (another test's, not the search's to free)."""
+    return cpu_groups(ray_local)
+
+
+@pytest.fixture(scope="module")
+def search(dataset, groups_before, tmp_path_factory):
     """A search interrupted (as by Ctrl+C) after its first epoch, then resumed to its end."""
     out = tmp_path_factory.mktemp("tune") / "search"
     started = time.monotonic()
@@ -100,21 +106,17 @@ def test_every_trial_reports_val_nll_per_epoch_for_tensorboard(search):
         assert {"ray/tune/val_nll", "ray/tune/epoch"} <= tags
 
 
-def test_search_gives_the_cluster_back(search, ray_local):
-    """Trials stopped by ASHA leave no placement group holding CPUs behind."""
-    # Ray removes placement groups asynchronously: once in four CI runs one still held its CPU
-    # after 30 s. A leak holds it for good, so a longer wait still catches one.
+def test_search_gives_the_cluster_back(search, groups_before, ray_local):
+    """Trials stopped by ASHA (or by the interruption) leave no placement group holding CPUs behind."""
+    # Ray removes placement groups asynchronously, so wait a little; the search itself already waited
+    # for its trials' Train controllers to end and freed the groups of those that did not.
     from musicgen.raycompat import _actor_placement_groups
 
-    deadline = time.monotonic() + 90
-    while ray_local.available_resources().get("CPU", 0) < ray_local.cluster_resources()["CPU"]:
-        # on failure, say whose placement groups hold the CPUs: a dead actor's (a leak) or a Train
-        # controller's that is still ending (a slow machine). A live controller gets 150 s more:
-        # once, in a full quiet CI run, one was still ending at 90 s; one that never ends fails too.
-        dead, controllers = _actor_placement_groups()
-        limit = deadline + (150 if controllers and not dead else 0)
-        assert time.monotonic() < limit, (ray_local.available_resources(),
-                                          f"{len(dead)} of dead actors, {len(controllers)} of live controllers")
+    deadline = time.monotonic() + 30
+    while held := cpu_groups(ray_local) - groups_before:
+        dead, controllers = _actor_placement_groups()  # on failure, say whose groups hold the CPUs
+        assert time.monotonic() < deadline, (held, f"{len(dead)} of dead actors, {len(controllers)} of live "
+                                             f"controllers, {sum(d for _, d in controllers)} of them the driver's")
         time.sleep(1)
 
 

@@ -103,7 +103,7 @@ def run_search(data: str, out: str, trials: int = 20, *, epochs: int | None = No
     try:
         results = tuner.fit()
     finally:
-        raycompat.release_orphans(wait_s=60)  # the last stopped trial's workers, before anything else runs
+        raycompat.release_orphans(wait_s=30, ended=True)  # the last stopped trials' CPUs, before anything else runs
     return finish(results, spec, out)
 
 
