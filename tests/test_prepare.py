@@ -1,6 +1,7 @@
 """musicgen.prepare / musicgen.dataset on real chorales, a real local Ray and a real S3 server."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -333,7 +334,7 @@ def test_file_timeout_skips_a_slow_file_and_the_rest_goes_on(ray_local, chorales
     for f in sorted(chorales.glob("*.mid"))[:6]:
         shutil.copyfile(f, src / f.name)
     (src / "storm.mid").write_bytes(hung_note_storm())  # ~50 s to convert without a limit
-    (src / "million.mid").write_bytes(million_notes())  # ~6 s
+    (src / "million.mid").write_bytes(million_notes())
     (src / "far.mid").write_bytes(far_tick())
     # max_cells=None: the storm, refused at once by default (see below), is here a file that fills
     # its roll for ~50 s.
@@ -342,7 +343,9 @@ def test_file_timeout_skips_a_slow_file_and_the_rest_goes_on(ray_local, chorales
     skipped = {os.path.basename(s["source"]): s["reason"] for s in man["skipped"]}
     assert set(skipped) == {"storm.mid", "million.mid", "far.mid"}
     assert "longer than --file-timeout 0.5 s" in skipped["storm.mid"]
-    assert "longer than --file-timeout 0.5 s" in skipped["million.mid"]
+    # the million notes: refused by the watchdog, or by max_notes once counted if that took < 0.5 s
+    # (it does on a quiet machine since notes are counted before any roll is drawn: CI saw both)
+    assert re.search(r"longer than --file-timeout 0\.5 s|more than max_notes=500000 notes", skipped["million.mid"])
     assert "max_steps" in skipped["far.mid"]
     assert man["counts"]["pieces"] == 6 and man["config"]["file_timeout"] == 0.5
     # the watchdog leaves nothing behind: no timer armed, the previous handler back
