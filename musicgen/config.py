@@ -40,6 +40,11 @@ class LSTMConfig:
     epochs: int = 20
     learning_rate: float = 1e-3
     transpose: int = 5  # random transposition of each training window, +-semitones
+    # The share of training pieces played at half speed: every frame twice, every bar twice as long
+    # (4/4 as 4/2, 3/4 as 3/2). Much music is written in longer notes than Bach's chorales
+    # (Renaissance polyphony in half and whole notes), and a net that never saw a note held through
+    # a beat lets every note go at the next one. 0: off, as every run trained before 2026-12-01.
+    half_speed: float = 0.0
     position: bool = True  # feed the position in the bar (one-hot of steps_per_bar) as an input
     steps_per_bar: int = 16  # width of the bar-position one-hot: position p -> column p % 16 (a longer bar wraps)
     # Bar positions from each piece's own time signatures on the dataset's grid (3/4 at 4 steps per
@@ -94,6 +99,7 @@ class LSTMConfig:
         _check_range("dropout", self.dropout, 0.0, 0.95)
         _check_range("learning_rate", self.learning_rate, 1e-7, 1.0)
         _check_range("transpose", self.transpose, 0, 24)
+        _check_range("half_speed", self.half_speed, 0.0, 1.0)
         if self.head not in HEADS:
             raise DataError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
         if self.head != "factorized" and self.many_to_one:

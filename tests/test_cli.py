@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from musicgen.errors import MusicgenError
+
 from conftest import run_cli
 
 
@@ -53,6 +55,9 @@ def test_train_options_reach_the_config():
     assert config("lstm", "--preset", "tiny").nade_neighbours == 13
     assert config("lstm", "--preset", "tiny", "--nade-neighbours", "0").nade_neighbours == 0
     assert config("lstm", "--preset", "tiny", "--ema", "0.998").ema == 0.998
+    assert config("lstm", "--preset", "tiny", "--half-speed", "0.25").half_speed == 0.25
+    with pytest.raises(MusicgenError, match="--half-speed"):
+        config("vae", "--preset", "joint", "--half-speed", "0.25")
 
 
 def test_help_for_every_command():

@@ -10,6 +10,7 @@ import pytest
 
 from musicgen import lstm
 from musicgen.config import LSTMConfig, preset
+from musicgen.errors import DataError
 
 SMALL = LSTMConfig(layers=2, units=16, dropout=0.0, window=8, batch_size=4, epochs=1, transpose=3,
                    position=True, steps_per_bar=4)
@@ -55,6 +56,31 @@ def test_windows_are_cut_on_the_fly_with_targets_at_every_step():
     # The study's many-to-one window is padded in front: its one target is the window's last frame.
     (x, y, w), = lstm.piece_windows(roll[:5], replace(SMALL, many_to_one=True), rng, augment=False)
     assert x[:4, :128].sum() == 0 and y.sum() == 1 and w == 1
+
+
+def test_half_speed_plays_a_share_of_the_pieces_in_notes_twice_as_long():
+    from musicgen.midi import bar_positions
+
+    # a 3/4 piece at half speed is the same piece in 3/2: every frame twice, bars of 24 steps
+    roll = np.zeros((24, 128), np.float32)
+    roll[np.arange(24), 60 + np.arange(24) % 3] = 1
+    frames, positions = lstm.half_speed(roll, bar_positions(4, [(0, 3, 4)], 24))
+    np.testing.assert_array_equal(frames, np.repeat(roll, 2, axis=0))
+    np.testing.assert_array_equal(positions, bar_positions(4, [(0, 3, 2)], 48))
+    assert lstm.half_speed(roll[:2], np.array([-1, 0]))[1].tolist() == [-1, -1, 0, 1]  # no position stays none
+    # in training, about half_speed of the pieces; never in validation
+    cfg = replace(SMALL, window=4, steps_per_bar=16, transpose=0, half_speed=0.5)
+    rng = np.random.default_rng(0)
+    windows = [len(list(lstm.piece_windows(roll, cfg, rng))) for _ in range(200)]
+    assert set(windows) == {5, 11} and 70 <= windows.count(11) <= 130  # 24 or 48 steps
+    def repeats(x):  # steps whose frame is the one before (the roll's frames all differ from the one before)
+        return int((x[1:, :128] == x[:-1, :128]).all(1).sum())
+
+    assert all(repeats(x) >= 1 for x, _, _ in lstm.piece_windows(roll, replace(cfg, half_speed=1), rng))
+    assert all(repeats(x) == 0 for x, _, _ in lstm.piece_windows(roll, cfg, rng, augment=False))
+    assert len(lstm.val_arrays([roll], replace(cfg, half_speed=1))[0]) == 5
+    with pytest.raises(DataError, match="half_speed"):
+        replace(cfg, half_speed=1.5).check()
 
 
 def test_window_batches_are_bounded_and_cover_the_data():

@@ -24,9 +24,9 @@ from .engine import (BLOCKS, MAX_STEPS, RANDOM_CHUNK, STEP_ROWS, Batch, Extender
                      exact_block, mean_velocity, padded_rows, sample_frames)
 from .model import (SPARSE_LOGIT, build_model, build_step_model, callbacks, compile_model, epoch_metrics, features,
                     n_features, network_input)
-from .windows import examples, piece_windows, train_batches, val_arrays, window_batches
+from .windows import examples, half_speed, piece_windows, train_batches, val_arrays, window_batches
 
 __all__ = ["BLOCKS", "MAX_STEPS", "RANDOM_CHUNK", "STEP_ROWS", "Batch", "Extender", "Row", "check_extend_args",
            "exact_block", "mean_velocity", "padded_rows", "sample_frames", "SPARSE_LOGIT", "build_model",
            "build_step_model", "callbacks", "compile_model", "epoch_metrics", "features", "n_features",
-           "network_input", "examples", "piece_windows", "train_batches", "val_arrays", "window_batches"]
+           "network_input", "examples", "half_speed", "piece_windows", "train_batches", "val_arrays", "window_batches"]

@@ -28,13 +28,16 @@ def piece_windows(roll: np.ndarray, cfg: LSTMConfig, rng: np.random.Generator, a
     Padding has no position in the bar. ``positions`` are the piece's bar positions
     (:func:`musicgen.midi.bar_positions` of its time signatures, ``Record.positions``); None: steps
     counted from its start (:func:`~.model.features`).
-    With ``augment`` the piece is transposed by a random shift that keeps it on the keyboard.
+    With ``augment`` the piece is transposed by a random shift that keeps it on the keyboard, and
+    played at half speed with probability ``cfg.half_speed`` (:func:`half_speed`).
     """
     frames = (np.asarray(roll) > 0).astype(np.float32)
-    w, real = cfg.window, len(frames) - 1  # frames 1..real are targets
     pos = np.arange(len(frames)) if positions is None else np.asarray(positions, np.int64)[:len(frames)]
     if len(pos) < len(frames):
         raise ValueError(f"{len(pos)} bar positions for a piece of {len(frames)} steps")
+    if augment and cfg.half_speed and rng.random() < cfg.half_speed:
+        frames, pos = half_speed(frames, pos)
+    w, real = cfg.window, len(frames) - 1  # frames 1..real are targets
     if len(frames) < w + 1:
         pad = np.zeros((w + 1 - len(frames), frames.shape[1]), np.float32)
         none = np.full(len(pad), -1, np.int64)
@@ -50,6 +53,15 @@ def piece_windows(roll: np.ndarray, cfg: LSTMConfig, rng: np.random.Generator, a
             yield x, frames[t + w], np.float32(1)
         else:
             yield x, frames[t + 1:t + w + 1], (np.arange(t + 1, t + w + 1) <= real).astype(np.float32)
+
+
+def half_speed(frames: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A piece at half speed: every frame twice, in bars twice as long (4/4 becomes 4/2: the step
+    at position p becomes positions 2p and 2p + 1, which is what ``bar_positions`` gives the
+    doubled time signature). A step without a position (-1) stays without."""
+    positions = np.asarray(positions, np.int64)
+    doubled = (2 * positions[:, None] + np.arange(2)).reshape(-1)
+    return np.repeat(frames, 2, axis=0), np.where(np.repeat(positions, 2) < 0, -1, doubled)
 
 
 def _roll_and_positions(piece):
