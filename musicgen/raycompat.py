@@ -71,8 +71,9 @@ def release_orphans(wait_s: float = 0.0, *, ended: bool = False) -> int:
     What Ray does for them when the job ends. With ``ended`` (a search has ended: none of its
     trials runs any more), first wait (``wait_s`` at most) for the Train controllers that trials
     started to end, then remove the groups of those still there: their trial is over, so nothing
-    will use the CPUs they hold. (A CI run once found one such controller still alive 5 minutes
-    after its search ended; Ray only kills an actor through a handle, which the driver has not.)
+    will use the CPUs they hold. (A CI run once found a live Train controller's group still holding
+    a CPU 5 minutes after its search ended; Ray kills an actor only through a handle, which the
+    driver has not.)
     The driver's own Train runs are left alone.
     """
     deadline, removed = time.monotonic() + wait_s, 0
