@@ -116,16 +116,22 @@ def music(extender, rolls, steps: int, prompts: int = 32, time_signatures=None) 
     temperature 1 with seeds 0, 1, ... (the same result on every call), each in its piece's meter
     (``time_signatures``, one list per roll; None: 4/4). With no piece long enough,
     ``pairs`` is 0 and every statistic NaN. Returns ``prompt_steps``, ``continuation_steps``,
-    ``temperature`` and the statistics.
+    ``temperature`` and the statistics, with ``next_frame_clash_ratio``: the clash share of the
+    continuation's frames each drawn from the true frames before it
+    (:meth:`~musicgen.lstm.Extender.draw_next`, seeds as above), over the real one.
     """
     heads, truths = held_out_pairs(rolls, steps, prompts)
-    meters = None
+    meters = [None] * len(heads)
     if time_signatures is not None:  # a prompt's meter: the time signatures of its own steps
         meters = [[m for m in time_signatures[i] if m[0] < steps] for i in _long_enough(rolls, steps, prompts)]
     made = extender.extend(heads, steps, temperature=1.0, seeds=list(range(len(heads))),
                            time_signatures=meters) if heads else []
+    # The same frames drawn one at a time from the true past: the clashes of the net's frames
+    # alone, without those its own slips lead to in a continuation.
+    nexts = [extender.draw_next(np.concatenate([h, t]), seed, extender.positions(2 * steps, m))[steps - 1:]
+             for seed, (h, t, m) in enumerate(zip(heads, truths, meters))]
     return {"prompt_steps": steps, "continuation_steps": steps, "temperature": 1.0,
-            **_rounded(continuation_stats(heads, made, truths))}
+            **_rounded(continuation_stats(heads, made, truths, nexts))}
 
 
 def _vae(cfg, model, info, rolls, samples, seed) -> dict:

@@ -563,7 +563,7 @@ def _continuation_side(prompts: list[np.ndarray], continuations: list[np.ndarray
             "sounding_frames": int(sum(np.count_nonzero(binarize(c).any(1)) for c in continuations))}
 
 
-def continuation_stats(prompts, continuations, truths) -> dict:
+def continuation_stats(prompts, continuations, truths, next_frames=None) -> dict:
     """What a listener notices in continuations of prompts, next to the same of the real music.
 
     ``prompts[i]`` is a prompt roll, ``continuations[i]`` the model's continuation of it and
@@ -582,6 +582,8 @@ def continuation_stats(prompts, continuations, truths) -> dict:
 
     And ``clash_ratio``: the model's clash share / the real one (1.0: as many clashes as the music;
     NaN when the real music has none or no sounding frame), and ``pairs``. NaN where undefined.
+    With ``next_frames`` (one roll per pair: the model's frames each drawn given the true frames
+    before it), ``next_frame_clash_ratio``: their pooled clash share / the real one.
     """
     prompts, continuations, truths = ([_roll(r, name) for r in rolls] for rolls, name in
                                       ((prompts, "prompt"), (continuations, "continuation"), (truths, "truth")))
@@ -589,5 +591,9 @@ def continuation_stats(prompts, continuations, truths) -> dict:
         raise ValueError(f"{len(prompts)} prompts, {len(continuations)} continuations and {len(truths)} truths: "
                          "one of each per pair")
     model, real = _continuation_side(prompts, continuations), _continuation_side(prompts, truths)
-    return {"pairs": len(prompts), "model": model, "real": real,
-            "clash_ratio": _ratio(model["clash_share"], real["clash_share"])}
+    out = {"pairs": len(prompts), "model": model, "real": real,
+           "clash_ratio": _ratio(model["clash_share"], real["clash_share"])}
+    if next_frames is not None:
+        out["next_frame_clash_ratio"] = _ratio(pooled_clash_share([_roll(r, "next frames") for r in next_frames]),
+                                               real["clash_share"])
+    return out

@@ -58,6 +58,7 @@ def test_an_lstm_continues_held_out_prompts_next_to_the_real_music(lstm_run, tmp
         assert 0 <= music[side]["clash_share"] <= 1 and 0 < music[side]["prompt_similarity"] <= 1
     assert music["real"]["polyphony"] == 3.0  # the factory's chords: 3 pitches at every step
     assert music["clash_ratio"] == pytest.approx(music["model"]["clash_share"] / music["real"]["clash_share"], rel=1e-3)
+    assert music["next_frame_clash_ratio"] >= 0  # the frames drawn one at a time from the true past
     assert same(evaluate_run(lstm_run, long, "test", prompts=2), result)  # seeded: the same continuations
     assert evaluate_run(lstm_run, long, "test")["music"]["pairs"] == 3  # every long enough piece, up to 32
     with pytest.raises(ArgumentError) as bad:

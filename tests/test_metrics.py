@@ -339,6 +339,9 @@ def test_continuation_stats_pools_frames_and_averages_pairs():
         (pitch_class_similarity(p1, real[0]) + pitch_class_similarity(p2, real[1])) / 2)
     assert m["change_rate"] == pytest.approx((change_rate(p1, model[0]) + change_rate(p2, model[1])) / 2)
     json.dumps(s)
+    assert "next_frame_clash_ratio" not in s
+    nexts = [frames([60, 64], [61, 62], [60]), frames([62], [62, 63])]  # 2 of 5 sounding frames clash
+    assert continuation_stats([p1, p2], model, real, nexts)["next_frame_clash_ratio"] == pytest.approx((2 / 5) / (1 / 5))
 
 
 def test_continuation_stats_undefined_is_nan():

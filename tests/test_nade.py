@@ -168,6 +168,21 @@ def test_greedy_prediction_and_accuracy_inputs(trained):
     assert (guess.sum(1) == 2).mean() > 0.8  # a chord of two, decided jointly
 
 
+def test_next_frames_are_drawn_from_the_true_past_only(trained):
+    model, _, _ = trained
+    ext = lstm.Extender.from_training_model(CFG, model)
+    roll = _rolls(1, seed=4)[0]
+    drawn = ext.draw_next(roll, seed=3)
+    assert drawn.shape == (len(roll) - 1, 128) and set(np.unique(drawn)) <= {0.0, 1.0}
+    assert (drawn.sum(1) == 2).mean() > 0.6  # the toy's chords of two, drawn jointly
+    np.testing.assert_array_equal(drawn, ext.draw_next(roll, seed=3))
+    assert not np.array_equal(drawn, ext.draw_next(roll, seed=4))
+    # frame t reads the roll's frames before t, not what follows
+    changed = roll.copy()
+    changed[10:] = _rolls(1, seed=5)[0][10:]
+    np.testing.assert_array_equal(ext.draw_next(changed, seed=3)[:9], drawn[:9])
+
+
 def test_bad_head_settings_are_one_line_errors():
     with pytest.raises(DataError, match="head"):
         preset("lstm", "tiny", head="joint")

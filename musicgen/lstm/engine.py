@@ -327,6 +327,16 @@ class Extender:
         u = np.full(out[:, :128].shape, np.nextafter(np.float32(threshold), np.float32(0)), np.float32)
         return nade(out, self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32), prev=frames[:-1])[1]
 
+    def draw_next(self, roll: np.ndarray, seed: int = 0, positions=None, chunk: int = 512) -> np.ndarray:
+        """A frame drawn at temperature 1 for each t = 1..T-1 of one roll, given the roll's own
+        frames before it: binary (T-1, 128), uniforms from ``seed``. What the net would play next
+        at every step of real music; in a continuation (:meth:`extend`) it reads its own draws, so
+        the two differ by what its slips lead to. ``positions`` as for :meth:`predict_next`."""
+        frames = (np.asarray(roll) > 0).astype(np.float32)
+        out = self._outputs(frames, chunk, positions)
+        u = np.random.default_rng(seed).random((len(out), 128))
+        return self.sample(out, u, np.ones(len(out), np.float32), frames[:-1])
+
     def _outputs(self, frames: np.ndarray, chunk: int, positions=None) -> np.ndarray:
         """The head outputs of steps 0..T-2 of binary ``frames`` (T, 128) at bar ``positions``
         (None: :meth:`positions`), one compiled Keras call per ``chunk`` steps with the state carried."""
