@@ -594,6 +594,8 @@ def continuation_stats(prompts, continuations, truths, next_frames=None) -> dict
     out = {"pairs": len(prompts), "model": model, "real": real,
            "clash_ratio": _ratio(model["clash_share"], real["clash_share"])}
     if next_frames is not None:
-        out["next_frame_clash_ratio"] = _ratio(pooled_clash_share([_roll(r, "next frames") for r in next_frames]),
-                                               real["clash_share"])
+        next_frames = [_roll(r, "next frames") for r in next_frames]
+        if len(next_frames) != len(prompts):
+            raise ValueError(f"{len(next_frames)} rolls of next frames for {len(prompts)} pairs: one per pair")
+        out["next_frame_clash_ratio"] = _ratio(pooled_clash_share(next_frames), real["clash_share"])
     return out

@@ -355,6 +355,11 @@ def test_continuation_stats_undefined_is_nan():
     assert none["pairs"] == 0 and math.isnan(none["model"]["clash_share"]) and math.isnan(none["clash_ratio"])
     with pytest.raises(ValueError, match="one of each per pair"):
         continuation_stats([p], [p, p], [p])
+    with pytest.raises(ValueError, match="next frames must be 2-D"):
+        continuation_stats([p], [p], [p], [np.zeros(128)])
+    with pytest.raises(ValueError, match="one per pair"):
+        continuation_stats([p], [p], [p], [p, p])
+    assert math.isnan(continuation_stats([], [], [], [])["next_frame_clash_ratio"])
 
 
 def test_accuracy_counts_the_decided_frames_when_a_model_gives_them():
