@@ -139,7 +139,7 @@ def train_config(args):
                  "half_speed": args.half_speed, "scheduled_sampling": args.scheduled_sampling,
                  "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
-                "conductor_bar_steps": BAR_STEPS if args.conductor else None}
+                "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
@@ -149,7 +149,7 @@ def train_config(args):
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
-        raise MusicgenError("--bars and --conductor are VAE settings")
+        raise MusicgenError("--bars, --conductor and --encoder are VAE settings")
     return preset(args.model, args.preset, **overrides)
 
 
@@ -396,6 +396,8 @@ def _train_arguments(c):
                    "signatures (for a corpus whose time signatures are wrong)")
     c.add_argument("--bars", type=_positive, help=f"VAE: pieces of this many bars of {BAR_STEPS} steps "
                    "(4/4 at 4 steps per beat; the presets: 4)")
+    c.add_argument("--encoder", choices=["conv", "lstm"],
+                   help="VAE: the study's convolutional encoder (the presets) or MusicVAE's bidirectional LSTM")
     c.add_argument("--conductor", action="store_const", const=True,
                    help="VAE with the lstm decoder: a hierarchical decoder, one embedding per bar from z "
                    "(MusicVAE's conductor), for long pieces")

@@ -155,6 +155,10 @@ class VAEConfig:
     decode_polyphony_scale: float = 1.0  # 'sample': pitches per block = round(this x expected polyphony)
     decode_min_share: float = 0.15  # 'sample': never draw a pitch used < this x the image's top pitch
     steps_per_epoch: int | None = None
+    # 'conv': the study's encoder (three Conv2D + MaxPool + BatchNorm blocks, Dense); 'lstm':
+    # MusicVAE's, a bidirectional LSTM of encoder_units a direction over the frames (vae.build_encoder).
+    encoder: str = "conv"
+    encoder_units: int = 256
     # 'conv': the study's mirrored convolutional decoder; 'lstm': autoregressive, the joint-frame
     # LSTM (RNN-NADE) of the extender conditioned on z (musicgen.vae.decoder_config).
     decoder: str = "conv"
@@ -178,6 +182,9 @@ class VAEConfig:
         _check_range("batch_size", self.batch_size, 1, 1 << 16)
         if self.loss not in ("bce", "mse"):
             raise DataError(f"loss must be 'bce' or 'mse', not {self.loss!r}")
+        if self.encoder not in ("conv", "lstm"):
+            raise DataError(f"encoder must be 'conv' or 'lstm', not {self.encoder!r}")
+        _check_range("encoder_units", self.encoder_units, 1, 4096)
         if self.decoder not in ("conv", "lstm"):
             raise DataError(f"decoder must be 'conv' or 'lstm', not {self.decoder!r}")
         if self.decoder == "lstm" and self.width != 128:

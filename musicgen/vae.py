@@ -133,17 +133,26 @@ def _inner_shape(cfg: VAEConfig) -> tuple[int, int, int]:
 # --- the network ----------------------------------------------------------------------------------
 
 def build_encoder(cfg: VAEConfig):
-    """x (height, width, 1) -> (z_mean, z_log_var, z)."""
+    """x (height, width, 1) -> (z_mean, z_log_var, z).
+
+    ``cfg.encoder='conv'``: the study's three convolutional blocks, then Dense(``cfg.dense``).
+    ``'lstm'``: MusicVAE's encoder, a bidirectional LSTM of ``cfg.encoder_units`` a direction over
+    the image's frames (every pitch read exactly, where the poolings blur them), its two final
+    states concatenated."""
     from .keras import keras
 
-    f1, f2, f3 = cfg.filters
     x = inp = keras.Input((cfg.height, cfg.width, 1), name="image")
-    for i, (f, k) in enumerate([(f1, 5), (f2, 3), (f3, 3)], 1):
-        x = keras.layers.Conv2D(f, k, padding="valid", activation="relu", name=f"conv_{i}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn_{i}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(cfg.dense, activation="relu", name="dense")(x)
+    if cfg.encoder == "lstm":
+        x = keras.layers.Reshape((cfg.height, cfg.width), name="frames")(x)
+        x = keras.layers.Bidirectional(keras.layers.LSTM(cfg.encoder_units), name="bilstm")(x)
+    else:
+        f1, f2, f3 = cfg.filters
+        for i, (f, k) in enumerate([(f1, 5), (f2, 3), (f3, 3)], 1):
+            x = keras.layers.Conv2D(f, k, padding="valid", activation="relu", name=f"conv_{i}")(x)
+            x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn_{i}")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(cfg.dense, activation="relu", name="dense")(x)
     z_mean = keras.layers.Dense(cfg.latent, name="z_mean")(x)
     z_log_var = keras.layers.Dense(cfg.latent, name="z_log_var")(x)
     z = Sampling(name="sampling")([z_mean, z_log_var])

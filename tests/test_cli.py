@@ -49,6 +49,9 @@ def test_train_options_reach_the_config():
     cfg = config("vae", "--preset", "joint", "--bars", "16", "--conductor", "--batch-size", "8")
     assert (cfg.height, cfg.conductor_bar_steps, cfg.batch_size, cfg.decoder) == (256, 16, 8, "lstm")
     assert config("vae", "--preset", "joint").conductor_bar_steps == 0  # flat, 4 bars: the preset's
+    assert config("vae", "--preset", "joint", "--encoder", "lstm").encoder == "lstm"
+    with pytest.raises(MusicgenError, match="--encoder"):
+        config("lstm", "--preset", "joint", "--encoder", "lstm")
     assert config("lstm", "--preset", "joint", "--units", "64").units == 64
     assert config("lstm", "--preset", "joint").nade_changes  # the presets' NADE reads the frame's changes
     assert not config("lstm", "--preset", "joint", "--no-nade-changes").nade_changes

@@ -117,6 +117,26 @@ def test_hierarchical_decoder_learns_the_patterns_and_reloads(tmp_path):
     np.testing.assert_array_equal(np.stack(vae.Generator(cfg, again).generate(3, seed=4)), np.stack(gen.generate(3, seed=4)))
 
 
+def test_a_bidirectional_lstm_encoder_learns_the_patterns_and_reloads(tmp_path):
+    """``encoder='lstm'`` (MusicVAE's): the same VAE with a bidirectional LSTM reading the frames."""
+    cfg = small_cfg(encoder="lstm", encoder_units=16)
+    keras.utils.set_random_seed(0)
+    model = vae.compile_model(vae.build_model(cfg), cfg)
+    assert model.encoder.get_layer("bilstm") is not None
+    model.fit(np.repeat(patterns(), 8, axis=0)[..., None], epochs=150, batch_size=16, verbose=0)
+    gen = vae.Generator(cfg, model)
+    err = gen.reconstruction_error(patterns())
+    assert err["f1"] > 0.9 and err["code_nats"] > 10, err
+    model.save_weights(str(tmp_path / "w.h5"))
+    again = vae.build_model(cfg)
+    again.load_weights(str(tmp_path / "w.h5"))
+    np.testing.assert_array_equal(vae.Generator(cfg, again).encode(patterns()), gen.encode(patterns()))
+    with pytest.raises(DataError, match="encoder must be"):
+        small_cfg(encoder="gru")
+    with pytest.raises(DataError, match="encoder_units"):
+        small_cfg(encoder="lstm", encoder_units=0)
+
+
 def test_sampling_is_seeded_and_independent_of_batch_mates():
     cfg = small_cfg()
     keras.utils.set_random_seed(2)
