@@ -103,8 +103,9 @@ def test_hierarchical_decoder_likelihood_is_the_sum_of_its_bar_by_bar_sampling_c
         small_cfg(conductor_bar_steps=12)
 
 
-def test_hierarchical_decoder_learns_the_patterns_and_reloads(tmp_path):
-    cfg = small_cfg(conductor_bar_steps=8)
+def _learns_the_patterns_and_reloads(cfg, tmp_path):
+    """Fits ``cfg`` to the four patterns (150 epochs), checks that it reconstructs them from codes it
+    uses, and that its saved weights give the same samples; returns (model, generator)."""
     keras.utils.set_random_seed(0)
     model = vae.compile_model(vae.build_model(cfg), cfg)
     model.fit(np.repeat(patterns(), 8, axis=0)[..., None], epochs=150, batch_size=16, verbose=0)
@@ -115,22 +116,17 @@ def test_hierarchical_decoder_learns_the_patterns_and_reloads(tmp_path):
     again = vae.build_model(cfg)
     again.load_weights(str(tmp_path / "w.h5"))
     np.testing.assert_array_equal(np.stack(vae.Generator(cfg, again).generate(3, seed=4)), np.stack(gen.generate(3, seed=4)))
+    return model, gen
+
+
+def test_hierarchical_decoder_learns_the_patterns_and_reloads(tmp_path):
+    _learns_the_patterns_and_reloads(small_cfg(conductor_bar_steps=8), tmp_path)
 
 
 def test_a_bidirectional_lstm_encoder_learns_the_patterns_and_reloads(tmp_path):
     """``encoder='lstm'`` (MusicVAE's): the same VAE with a bidirectional LSTM reading the frames."""
-    cfg = small_cfg(encoder="lstm", encoder_units=16)
-    keras.utils.set_random_seed(0)
-    model = vae.compile_model(vae.build_model(cfg), cfg)
-    assert model.encoder.get_layer("bilstm") is not None
-    model.fit(np.repeat(patterns(), 8, axis=0)[..., None], epochs=150, batch_size=16, verbose=0)
-    gen = vae.Generator(cfg, model)
-    err = gen.reconstruction_error(patterns())
-    assert err["f1"] > 0.9 and err["code_nats"] > 10, err
-    model.save_weights(str(tmp_path / "w.h5"))
-    again = vae.build_model(cfg)
-    again.load_weights(str(tmp_path / "w.h5"))
-    np.testing.assert_array_equal(vae.Generator(cfg, again).encode(patterns()), gen.encode(patterns()))
+    model, _ = _learns_the_patterns_and_reloads(small_cfg(encoder="lstm", encoder_units=16), tmp_path)
+    assert model.encoder.get_layer("bilstm").count_params() > 0
     with pytest.raises(DataError, match="encoder must be"):
         small_cfg(encoder="gru")
     with pytest.raises(DataError, match="encoder_units"):
