@@ -136,16 +136,14 @@ def train_config(args):
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "nade_changes": args.nade_changes,
                  "nade_neighbours": args.nade_neighbours, "patience": args.patience, "ema": args.ema,
-                 "half_speed": args.half_speed, "scheduled_sampling": args.scheduled_sampling,
-                 "meter": args.meter}
+                 "half_speed": args.half_speed, "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
                 "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --patience, --ema, --half-speed, --scheduled-sampling and --no-meter "
-                            "are LSTM settings")
+                            "--nade-neighbours, --patience, --ema, --half-speed and --no-meter are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -388,9 +386,6 @@ def _train_arguments(c):
     c.add_argument("--half-speed", type=float, metavar="SHARE",
                    help="LSTM: play this share of the training pieces at half speed, in bars twice as long, "
                    "so the net also learns music in longer notes (0 to 1; default 0)")
-    c.add_argument("--scheduled-sampling", type=float, metavar="SHARE",
-                   help="LSTM with the NADE head: in training, read the net's own draws for this share of the "
-                   "input frames, so it learns to leave its own slips (0 to 1; default 0)")
     c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
                    help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "
                    "signatures (for a corpus whose time signatures are wrong)")

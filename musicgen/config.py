@@ -52,7 +52,7 @@ class LSTMConfig:
     # every LSTM before datasets held time signatures (for a corpus whose time signatures lie).
     meter: bool = True
     many_to_one: bool = False
-    skip: bool = True  # a copy gate: the current frame feeds the next frame's logits (lstm.model._head)
+    skip: bool = True  # a copy gate: the current frame feeds the next frame's logits (lstm._output)
     steps_per_epoch: int | None = None  # None: enough batches to see every training frame once
     head: str = "factorized"  # 'factorized' or 'nade' (see the class)
     nade_units: int = 150
@@ -83,13 +83,6 @@ class LSTMConfig:
     # 2016's word dropout; MusicVAE's option against posterior collapse).
     frame_dropout: float = 0.0
     frame_dropout_scheduled: bool = False  # the rate is a variable a training callback moves
-    # NADE head only. In training, the share of input frames replaced by the net's own draws (a
-    # first pass reading the true frames gives each frame's conditionals, a pitch of the frame is
-    # drawn from each, and a second pass of the same net reads them; model.own_draws_class): the
-    # net learns to leave its own slips rather than hold them (continuations clashed most in
-    # clashes held on after a slip, README "Where the clashes come from"). A training step costs
-    # about one and a half. 0: off, as every run trained before 2026-12-02.
-    scheduled_sampling: float = 0.0
 
     @property
     def reads_no_frames(self) -> bool:
@@ -119,9 +112,6 @@ class LSTMConfig:
         _check_range("min_steps_per_epoch", self.min_steps_per_epoch, 1, 1 << 20)
         _check_range("condition", self.condition, 0, 1 << 14)
         _check_range("frame_dropout", self.frame_dropout, 0.0, 1.0)
-        _check_range("scheduled_sampling", self.scheduled_sampling, 0.0, 1.0)
-        if self.scheduled_sampling and self.head != "nade":
-            raise DataError("scheduled_sampling draws frames from the NADE head (head='nade')")
         return self
 
 

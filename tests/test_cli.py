@@ -61,11 +61,6 @@ def test_train_options_reach_the_config():
     assert config("lstm", "--preset", "tiny", "--half-speed", "0.25").half_speed == 0.25
     with pytest.raises(MusicgenError, match="--half-speed"):
         config("vae", "--preset", "joint", "--half-speed", "0.25")
-    assert config("lstm", "--preset", "joint", "--scheduled-sampling", "0.3").scheduled_sampling == 0.3
-    with pytest.raises(MusicgenError, match="--scheduled-sampling"):
-        config("vae", "--preset", "joint", "--scheduled-sampling", "0.3")
-    with pytest.raises(MusicgenError, match="scheduled_sampling"):
-        config("lstm", "--preset", "factorized", "--scheduled-sampling", "0.3")
 
 
 def test_help_for_every_command():

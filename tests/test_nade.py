@@ -183,46 +183,6 @@ def test_next_frames_are_drawn_from_the_true_past_only(trained):
     np.testing.assert_array_equal(ext.draw_next(changed, seed=3)[:9], drawn[:9])
 
 
-def test_own_draws_replace_a_share_of_the_input_frames_in_training_only():
-    """``scheduled_sampling``'s layer: frames 1..W-1 drawn from the conditionals given for them
-    (probabilities of 0 or 1: draws known in advance), frame 0 and the position columns kept."""
-    from musicgen.lstm.model import own_draws_class
-
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.integers(0, 2, (2, 6, 128)), rng.random((2, 6, 4))], axis=-1).astype(np.float32)
-    p = np.zeros((2, 6, 128), np.float32)
-    p[:, :, 60] = 1
-    drawn = own_draws_class()(1.0)([x, p], training=True).numpy()
-    np.testing.assert_array_equal(drawn[:, 0], x[:, 0])
-    np.testing.assert_array_equal(drawn[:, 1:, 128:], x[:, 1:, 128:])
-    assert drawn[:, 1:, :128].sum() == 2 * 5 and (drawn[:, 1:, 60] == 1).all()
-    np.testing.assert_array_equal(own_draws_class()(1.0)([x, p], training=False).numpy(), x)
-    np.testing.assert_array_equal(own_draws_class()(0.0)([x, p], training=True).numpy(), x)
-    some = own_draws_class()(0.5)([np.tile(x, (50, 1, 1)), np.tile(p, (50, 1, 1))], training=True).numpy()
-    swapped = (some[:, 1:, :128] != np.tile(x, (50, 1, 1))[:, 1:, :128]).any(-1).mean()
-    assert 0.4 < swapped < 0.6
-
-
-def test_scheduled_sampling_trains_the_same_net_on_its_own_draws():
-    """A net trained with ``scheduled_sampling`` has the plain net's weights (what checkpoints, the
-    step model and generation read), scores teacher-forced in inference, reads its own draws in
-    training, and learns: the loss falls."""
-    cfg = replace(CHANGES, scheduled_sampling=0.5)
-    model, first, last = _train(cfg, epochs=30)
-    assert last < first * 0.5
-    plain = lstm.build_model(CHANGES)
-    plain.set_weights(model.get_weights())
-    x = lstm.features(_rolls(1, seed=4)[0], 0, cfg)[None]
-    np.testing.assert_allclose(model(x, training=False).numpy(), plain(x, training=False).numpy(), atol=1e-6)
-    assert not np.allclose(model(x, training=True).numpy(), model(x, training=False).numpy(), atol=1e-3)
-    out = lstm.Extender.from_training_model(cfg, model).extend(_rolls(1, seed=4)[0][:6], 8, seeds=0)
-    assert out.shape == (8, 128)
-    with pytest.raises(DataError, match="scheduled_sampling"):
-        replace(CFG, head="factorized", scheduled_sampling=0.5).check()
-    with pytest.raises(DataError, match="scheduled_sampling"):
-        replace(CFG, scheduled_sampling=1.5).check()
-
-
 def test_bad_head_settings_are_one_line_errors():
     with pytest.raises(DataError, match="head"):
         preset("lstm", "tiny", head="joint")

@@ -83,33 +83,15 @@ def build_model(cfg: LSTMConfig):
         initial = _initial_state(cfg, condition)
     if cfg.head == "nade":  # the LSTM reads frames 0..W-1; frames 1..W are the targets
         x = keras.layers.Lambda(lambda t: t[:, :-1], name="history")(x)
-    net, targets = _network(cfg, initial), _targets(inp, cfg)
-    out = net(x, targets)
-    if cfg.scheduled_sampling:  # the same layers again, reading some of their own draws
-        out = net(own_draws_class()(cfg.scheduled_sampling, name="own_draws")([x, out]), targets)
-    return keras.Model(inputs if cfg.condition else inp, out, name="lstm_extender")
-
-
-def _network(cfg: LSTMConfig, initial: list):
-    """The LSTM layers (dropout between them) and the head, made once: a function of the LSTM's
-    input (and NADE's teacher-forced frames) that can be called twice on the same weights."""
-    from ..keras import keras
-
-    lstms = [keras.layers.LSTM(cfg.units, return_sequences=not (i == cfg.layers - 1 and cfg.many_to_one),
-                               name=f"lstm_{i}") for i in range(cfg.layers)]
-    drops = [keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")
-             if cfg.dropout and (i < cfg.layers - 1 or cfg.head == "nade") else None  # and before NADE's biases
-             for i in range(cfg.layers)]
-    head = _head(cfg)
-
-    def apply(lstm_in, targets):
-        x = lstm_in
-        for i, (lstm, drop) in enumerate(zip(lstms, drops)):
-            x = lstm(x, initial_state=_pair(initial, i))
-            x = x if drop is None else drop(x)
-        return head(lstm_in, x, targets)
-
-    return apply
+    lstm_in = x
+    for i in range(cfg.layers):
+        last = i == cfg.layers - 1
+        x = keras.layers.LSTM(cfg.units, return_sequences=not (last and cfg.many_to_one),
+                              name=f"lstm_{i}")(x, initial_state=_pair(initial, i))
+        if cfg.dropout and (not last or cfg.head == "nade"):  # and before the NADE head: its biases
+            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+    return keras.Model(inputs if cfg.condition else inp, _output(cfg, lstm_in, x, _targets(inp, cfg)),
+                       name="lstm_extender")
 
 
 @functools.cache
@@ -145,35 +127,6 @@ def frame_dropout_class():
     return FrameDropout
 
 
-@functools.cache
-def own_draws_class():
-    """The Keras layer of ``LSTMConfig.scheduled_sampling``: in training, the LSTM's input frames
-    (B, W, features) with the pitches of a share ``rate`` of frames 1..W-1 replaced by draws from
-    the conditionals the net gave them (B, W, 128; for frames 1..W) reading the true frames, so
-    that a second pass of the same net learns to go on from its own slips towards the true next
-    frame (parallel scheduled sampling, Duckworth et al. 2019, after Bengio et al. 2015). Each
-    pitch is drawn from its teacher-forced conditional, given the true lower pitches: one pass,
-    no loop over pitches. The identity in inference."""
-    from ..keras import keras, tf
-
-    class OwnDraws(keras.layers.Layer):
-        def __init__(self, rate: float, **kwargs):
-            super().__init__(**kwargs)
-            self.rate = rate
-
-        def call(self, inputs, training=None):
-            x, probabilities = inputs
-            if not training:
-                return x
-            p = tf.stop_gradient(probabilities[:, :-1])  # frames 1..W-1, the ones the LSTM reads
-            drawn = tf.cast(tf.random.uniform(tf.shape(p)) < p, x.dtype)
-            swap = tf.random.uniform(tf.shape(p)[:-1])[..., None] < self.rate
-            pitches = tf.concat([x[:, :1, :128], tf.where(swap, drawn, x[:, 1:, :128])], axis=1)
-            return tf.concat([pitches, x[..., 128:]], axis=-1)
-
-    return OwnDraws
-
-
 def conditioned(x, condition):
     """Steps ``x`` (B, T, F) with the vector ``condition`` (B, C) appended to each: (B, T, F + C)."""
     from ..keras import keras, tf
@@ -207,9 +160,8 @@ def _targets(inp, cfg: LSTMConfig):
     return keras.layers.Lambda(lambda t: t[:, 1:, :128], name="targets")(inp)
 
 
-def _head(cfg: LSTMConfig):
-    """The head's layers, made once: a function ``(inp, x, targets=None)`` of the LSTM's input
-    ``inp``, its output ``x`` and NADE's teacher-forced frames ``targets``.
+def _output(cfg: LSTMConfig, inp, x, targets=None):
+    """The head on the LSTM output ``x`` (``inp``: the LSTM's input; ``targets``: NADE's frames).
 
     Factorized: Dense(128, sigmoid); with ``cfg.skip`` plus a copy gate, which adds
     ``frame * keep(h)`` to the next frame's logits: the current frame, weighted per pitch by a
@@ -225,28 +177,22 @@ def _head(cfg: LSTMConfig):
     # Rolls are sparse (~3% of cells sound): start the output at that rate, not at 0.5, or Adam
     # spends its first thousand steps walking 128 biases down to it.
     silent = keras.initializers.Constant(SPARSE_LOGIT)
-    gated = cfg.skip and not cfg.many_to_one
-    sigmoid = "sigmoid" if cfg.head == "factorized" and not gated else None
-    logits = keras.layers.Dense(128, activation=sigmoid, bias_initializer=silent, name="next_frame")
-    keep = keras.layers.Dense(128, bias_initializer=keras.initializers.Constant(-SPARSE_LOGIT + 2),
-                              name="keep") if gated else None
-    hidden = keras.layers.Dense(cfg.nade_units, name="nade_hidden") if cfg.head == "nade" else None
-    nade = nade_layer(cfg) if cfg.head == "nade" else None
-
-    def apply(inp, x, targets=None):
-        out = logits(x)
-        frame = inp[..., :128]
-        if keep is not None:
-            out = keras.layers.Add()([out, keras.layers.Multiply()([frame, keep(x)])])
-            if cfg.head == "factorized":
-                return keras.layers.Activation("sigmoid", name="probabilities")(out)
+    frame = keras.layers.Lambda(lambda t: t[..., :128], name="frame")(inp)
+    if not cfg.skip or cfg.many_to_one:
         if cfg.head == "factorized":
-            return out
-        if targets is None:  # the step model (its NADE's arithmetic runs in numpy)
-            return keras.layers.Concatenate(name="nade_biases")([out, hidden(x)])
-        return nade([out, hidden(x), targets, frame])
-
-    return apply
+            return keras.layers.Dense(128, activation="sigmoid", bias_initializer=silent, name="next_frame")(x)
+        logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
+    else:
+        logits = keras.layers.Dense(128, bias_initializer=silent, name="next_frame")(x)
+        keep = keras.layers.Dense(128, bias_initializer=keras.initializers.Constant(-SPARSE_LOGIT + 2), name="keep")(x)
+        held = keras.layers.Multiply(name="held")([frame, keep])
+        logits = keras.layers.Add()([logits, held])
+        if cfg.head == "factorized":
+            return keras.layers.Activation("sigmoid", name="probabilities")(logits)
+    hidden = keras.layers.Dense(cfg.nade_units, name="nade_hidden")(x)
+    if targets is None:  # the step model (its NADE's arithmetic runs in numpy)
+        return keras.layers.Concatenate(name="nade_biases")([logits, hidden])
+    return nade_layer(cfg)([logits, hidden, targets, frame])
 
 
 def nade_layer(cfg: LSTMConfig):
@@ -368,7 +314,7 @@ def build_step_model(cfg: LSTMConfig):
                                       name=f"lstm_{i}")(x, initial_state=[h, c])
         states_in += [h, c]
         states_out += [h2, c2]
-    model = keras.Model([inp, *states_in], [_head(cfg)(inp, x), *states_out], name="lstm_step")
+    model = keras.Model([inp, *states_in], [_output(cfg, inp, x), *states_out], name="lstm_step")
     if cfg.head == "nade":
         # The NADE layer rides along unused, so that the step model holds the training model's
         # weights in the same order (set_weights / get_weights) and StepNet finds them.
