@@ -135,7 +135,8 @@ def train_config(args):
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "nade_changes": args.nade_changes,
-                 "nade_neighbours": args.nade_neighbours, "patience": args.patience, "ema": args.ema,
+                 "nade_neighbours": args.nade_neighbours, "nade_pitch_classes": args.nade_pitch_classes,
+                 "patience": args.patience, "ema": args.ema,
                  "half_speed": args.half_speed, "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
                 "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder}
@@ -143,7 +144,7 @@ def train_config(args):
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --patience, --ema, --half-speed and --no-meter are LSTM settings")
+                            "--nade-neighbours, --nade-pitch-classes, --patience, --ema, --half-speed and --no-meter are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -379,6 +380,9 @@ def _train_arguments(c):
     c.add_argument("--nade-neighbours", type=int, metavar="K",
                    help="LSTM with the NADE head: the semitones around each pitch whose notes it weighs directly "
                    "(presets: 13; 0: none, the head of runs trained before 2026-12-01)")
+    c.add_argument("--nade-pitch-classes", action="store_const", const=True,
+                   help="LSTM with the NADE head: also weigh the notes around each pitch by pitch class, at any "
+                   "distance (off in every preset)")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
     c.add_argument("--ema", type=float, metavar="MOMENTUM",
                    help="LSTM: validate, checkpoint and keep a moving average of the weights with this momentum "

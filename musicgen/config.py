@@ -67,6 +67,12 @@ class LSTMConfig:
     # sounding in the frame before; separate weights whether the pitch itself sounded before
     # (hold or release) or not (start). 0: none, the head of every run trained before 2026-12-01.
     nade_neighbours: int = 0
+    # The NADE head (only) also weighs, the same way, the pitches of the same kinds at any distance
+    # by their pitch class relative to the pitch it decides (model.pitch_class_index): a clash (C
+    # with C# or B in any octaves) is a relation of pitch classes, and of the notes starting a
+    # semitone from each other in the net's frames a third were beyond 13 semitones. False: the
+    # head of every run trained before 2026-12-02.
+    nade_pitch_classes: bool = False
     patience: int | None = None  # epochs without a better val loss before stopping (None: never)
     # Polyak averaging: a moving average of the weights, updated after every batch with this
     # momentum (a window of about 1 / (1 - ema) batches), is what validation scores and what

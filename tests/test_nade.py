@@ -9,7 +9,7 @@ import pytest
 from musicgen import lstm
 from musicgen.config import LSTMConfig, preset
 from musicgen.errors import DataError
-from musicgen.lstm.model import nade_class
+from musicgen.lstm.model import nade_class, pitch_class_index
 from musicgen.lstm.step import NadeWeights, nade
 
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
@@ -29,16 +29,21 @@ def _rolls(n=8, steps=30, seed=0):
     return rolls
 
 
-@pytest.mark.parametrize("changes,neighbours", [(False, 0), (True, 0), (True, 2)])
-def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours):
+@pytest.mark.parametrize("changes,neighbours,pitch_classes",
+                         [(False, 0, False), (True, 0, False), (True, 2, False), (True, 2, True), (False, 0, True)])
+def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours, pitch_classes):
     """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
     (with ``changes``, after a previous frame that holds some of the pitches; with ``neighbours``,
-    weights of the pitches up to 2 semitones around each)."""
+    weights of the pitches up to 2 semitones around each; with ``pitch_classes``, weights by
+    pitch class)."""
     rng = np.random.default_rng(0)
     weights = NadeWeights(*(rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)))
     if neighbours:
         weights = weights._replace(**{name: rng.normal(0, 2, (2, size)).astype(np.float32)
                                       for name, size in (("new", 2), ("held", 2), ("around", 4))})
+    if pitch_classes:
+        weights = weights._replace(**{name: rng.normal(0, 2, (2, 12)).astype(np.float32)
+                                      for name in ("new_pc", "held_pc", "around_pc")})
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
     prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
@@ -50,8 +55,11 @@ def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neig
     if neighbours:  # the neighbours' weights count
         plain = weights._replace(new=None, held=None, around=None)
         assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
+    if pitch_classes:  # and the pitch classes'
+        plain = weights._replace(new_pc=None, held_pc=None, around_pc=None)
+        assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
     # The Keras layer gives the same conditionals in one pass.
-    layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours)
+    layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours, pitch_classes=pitch_classes)
     layer.build(None)
     layer.set_weights([t for t in weights if t is not None])
     keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]).numpy()[0]
@@ -63,6 +71,17 @@ def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neig
     index = (drawn @ (2 ** np.arange(5, -1, -1))).astype(int)
     freq = np.bincount(index, minlength=64) / 20_000
     assert np.abs(freq - joint).max() < 0.02
+
+
+def test_pitch_class_weights_are_indexed_by_the_interval_modulo_the_octave():
+    """What pitch j adds to pitch i's logit: the same weight a semitone away in any octave, none
+    from itself or (for the frame's own notes) from above."""
+    low, around = pitch_class_index(128)
+    assert low[60, 61] == low[60, 73] == low[48, 97] == 2  # C below C#: a semitone, 0 / 1 / 4 octaves
+    assert low[61, 72] == 12 and low[60, 72] == 1  # C# below C: a major seventh; an octave
+    assert low[61, 60] == low[60, 60] == 0  # a pitch above or itself: none
+    assert around[61, 60] == around[73, 60] == 2 and around[59, 60] == 12 and around[60, 60] == 0
+    assert set(np.unique(low)) == set(np.unique(around)) == set(range(13))
 
 
 def _train(cfg, epochs=60):

@@ -197,7 +197,8 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
 
 def nade_layer(cfg: LSTMConfig):
     """The NADE layer of ``cfg`` (:func:`nade_class`)."""
-    return nade_class()(cfg.nade_units, changes=cfg.nade_changes, neighbours=cfg.nade_neighbours, name="nade")
+    return nade_class()(cfg.nade_units, changes=cfg.nade_changes, neighbours=cfg.nade_neighbours,
+                        pitch_classes=cfg.nade_pitch_classes, name="nade")
 
 
 @functools.cache
@@ -217,7 +218,10 @@ def nade_class():
         the pitches around it, the same at every pitch, one set for a pitch that sounded in the
         previous frame and one for a pitch that did not: of the lower pitches up to K below it
         that start in this frame (``new``) and that go on sounding (``held``), and of the previous
-        frame's pitches up to K either side (``around``) (:func:`neighbour_index`).
+        frame's pitches up to K either side (``around``) (:func:`neighbour_index`). With
+        ``pitch_classes`` (``LSTMConfig.nade_pitch_classes``) it adds the same three kinds of
+        weights by pitch class, at any distance (``new_pc``, ``held_pc``, ``around_pc``: 12 each,
+        by the interval modulo the octave, :func:`pitch_class_index`).
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
@@ -226,9 +230,12 @@ def nade_class():
         Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
-        def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0, **kwargs):
+        def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0,
+                     pitch_classes: bool = False, **kwargs):
             super().__init__(**kwargs)
             self.units, self.width, self.changes, self.neighbours = units, width, changes, neighbours
+            self.pitch_classes = pitch_classes
+            self.parts = neighbour_parts(width, neighbours, pitch_classes)
 
         def build(self, input_shape):
             # one initializer each: a Keras initializer called twice gives the same values twice
@@ -243,25 +250,27 @@ def nade_class():
                 k = self.neighbours
                 for name, size in (("new", k), ("held", k), ("around", 2 * k)):
                     setattr(self, name, self.add_weight(name=name, shape=(2, size), initializer="zeros"))
+            if self.pitch_classes:
+                for name in ("new_pc", "held_pc", "around_pc"):
+                    setattr(self, name, self.add_weight(name=name, shape=(2, 12), initializer="zeros"))
             super().build(input_shape)
 
         def neighbour_logits(self, frames, before):
             """The neighbours' terms of every pitch's logit (B, T, D), at the pitch's previous value."""
-            low, around = (tf.constant(i) for i in neighbour_index(self.width, self.neighbours))
-
-            def band(weights, g, index):  # index 0: no neighbour, a weight of 0
-                return tf.gather(tf.pad(weights[g], [[1, 0]]), index)
+            def matrix(kind, g):  # index 0: no neighbour, a weight of 0
+                return tf.add_n([tf.gather(tf.pad(getattr(self, name)[g], [[1, 0]]), tf.constant(index))
+                                 for name, index in self.parts[kind]])
 
             new, held = frames * (1 - before), frames * before
-            per_value = [tf.einsum("...j,ji->...i", new, band(self.new, g, low))
-                         + tf.einsum("...j,ji->...i", held, band(self.held, g, low))
-                         + tf.einsum("...j,ji->...i", before, band(self.around, g, around)) for g in (0, 1)]
+            per_value = [tf.einsum("...j,ji->...i", new, matrix("new", g))
+                         + tf.einsum("...j,ji->...i", held, matrix("held", g))
+                         + tf.einsum("...j,ji->...i", before, matrix("around", g)) for g in (0, 1)]
             return (1 - before) * per_value[0] + before * per_value[1]
 
         def call(self, inputs):
             b_v, b_h, frames = inputs[:3]
             a = b_h[..., None, :] + tf.cumsum(frames[..., :, None] * self.w, axis=-2, exclusive=True)
-            if self.neighbours:
+            if self.parts:
                 b_v += self.neighbour_logits(frames, inputs[3])
             if not self.changes:
                 return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
@@ -284,6 +293,33 @@ def neighbour_index(width: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     low = np.where((d < 0) & (d >= -k), -d, 0)
     around = np.where((d != 0) & (abs(d) <= k), np.where(d < 0, d + k + 1, d + k), 0)
     return low, around
+
+
+def pitch_class_index(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index matrices (width, width) like :func:`neighbour_index`'s into the pitch-class weights
+    (``Nade.new_pc`` / ``held_pc`` and ``around_pc``, 12 each): ``low``, j below i at any distance,
+    index 1 + (i - j) mod 12 (1: an octave or octaves below, 2: a semitone, 12: a major seventh);
+    ``around``, j != i, index 1 + (j - i) mod 12. The clash the music section counts is a relation
+    of pitch classes (C and C# in any octaves), beyond any band of semitones."""
+    j, i = np.indices((width, width))
+    low = np.where(j < i, 1 + (i - j) % 12, 0)
+    around = np.where(j != i, 1 + (j - i) % 12, 0)
+    return low, around
+
+
+def neighbour_parts(width: int, neighbours: int, pitch_classes: bool) -> dict[str, list]:
+    """The NADE's neighbour terms (empty: none): for each kind (``new`` and ``held``, the lower
+    pitches of the frame; ``around``, the previous frame's), [(weight name, index matrix)] whose
+    gathered weights sum to the (width, width) matrix of what pitch j adds to pitch i's logit."""
+    parts = {}
+    if neighbours:
+        low, around = neighbour_index(width, neighbours)
+        parts = {"new": [("new", low)], "held": [("held", low)], "around": [("around", around)]}
+    if pitch_classes:
+        low, around = pitch_class_index(width)
+        for kind, index in (("new", low), ("held", low), ("around", around)):
+            parts.setdefault(kind, []).append((kind + "_pc", index))
+    return parts
 
 
 def compile_model(model, cfg: LSTMConfig):

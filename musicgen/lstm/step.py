@@ -17,7 +17,7 @@ import typing
 import numpy as np
 
 from ..config import LSTMConfig
-from .model import input_width, neighbour_index
+from .model import input_width, neighbour_parts
 
 XLA_MIN_WEIGHTS = 3_000_000  # LSTM kernel floats from which batched steps run in XLA
 HALF = np.float32(0.5)
@@ -66,7 +66,8 @@ class Out(types.SimpleNamespace):
 class NadeWeights(typing.NamedTuple):
     """The NADE's weights as numpy arrays: ``w``, ``v`` (D, H); with ``LSTMConfig.nade_changes``
     ``c``, ``q`` (D, H); with ``LSTMConfig.nade_neighbours`` = K ``new``, ``held`` (2, K) and
-    ``around`` (2, 2K) (``model.nade_class``)."""
+    ``around`` (2, 2K); with ``LSTMConfig.nade_pitch_classes`` ``new_pc``, ``held_pc``,
+    ``around_pc`` (2, 12) (``model.nade_class``)."""
     w: np.ndarray
     v: np.ndarray
     c: np.ndarray | None = None
@@ -74,6 +75,17 @@ class NadeWeights(typing.NamedTuple):
     new: np.ndarray | None = None
     held: np.ndarray | None = None
     around: np.ndarray | None = None
+    new_pc: np.ndarray | None = None
+    held_pc: np.ndarray | None = None
+    around_pc: np.ndarray | None = None
+
+    def neighbour_matrices(self, width: int) -> dict[str, np.ndarray]:
+        """{kind: (2, D, D)}: what pitch j adds to pitch i's logit at [g, j, i], g the value pitch
+        i had in the previous frame (``model.neighbour_parts``; empty without neighbour terms)."""
+        k = 0 if self.new is None else self.new.shape[1]
+        parts = neighbour_parts(width, k, self.new_pc is not None)
+        return {kind: np.stack([sum(np.pad(getattr(self, name)[g], (1, 0))[index] for name, index in named)
+                                for g in (0, 1)]) for kind, named in parts.items()}
 
 
 def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None):
@@ -87,25 +99,26 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     (sampling). A row's numbers depend only on its own biases, uniforms and previous frame: each
     row sums its own products (no matmul across rows).
     """
-    w, v, c, q, new, held, around = weights
+    w, v, c, q = weights[:4]
     d = len(w)
     b_v, a = biases[:, :d], np.array(biases[:, d:], np.float32)
     sampling = frames is None
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
-    if c is not None or new is not None:
+    near = weights.neighbour_matrices(d)
+    if c is not None or near:
         prev = np.asarray(prev, np.float32)
     if c is not None:
         sign = 2 * prev - 1
-    if new is not None:  # the neighbours' terms so far, each pitch's at its value in the previous frame
+    if near:  # the neighbours' terms so far, each pitch's at its value in the previous frame
         was_on = prev > 0
-        lift = _pick(was_on, *(prev @ _band(around[g], neighbour_index(d, new.shape[1])[1]) for g in (0, 1)))
+        lift = _pick(was_on, prev @ near["around"][0], prev @ near["around"][1])
     probs = np.empty_like(out)
     hidden = _sigmoid(NUMPY, a)
     for i in range(d):
         logit = b_v[:, i] + (hidden * v[i]).sum(1)
         if c is not None:
             logit = logit + sign[:, i] * (hidden * q[i]).sum(1)
-        if new is not None:
+        if near:
             logit = logit + lift[:, i]
         if sampling:
             p = _sigmoid(NUMPY, logit / temps)  # float32: temperature 1 divides exactly
@@ -118,11 +131,10 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
         if on.any():
             a += on[:, None] * w[i]
             moved = True
-            if new is not None:  # a sounding pitch moves the logits of the k pitches above it
-                above = slice(i + 1, i + 1 + new.shape[1])
-                m, started = len(range(d)[above]), (on * (1 - prev[:, i]))[:, None]
-                lift[:, above] += (started * _pick(was_on[:, above], new[0][:m], new[1][:m])
-                                   + (on[:, None] - started) * _pick(was_on[:, above], held[0][:m], held[1][:m]))
+            if near:  # a sounding pitch moves the logits of the pitches above it (0 for the rest)
+                started = (on * (1 - prev[:, i]))[:, None]
+                lift += (started * _pick(was_on, near["new"][0, i], near["new"][1, i])
+                         + (on[:, None] - started) * _pick(was_on, near["held"][0, i], near["held"][1, i]))
         changed = (on != prev[:, i]).astype(np.float32) if c is not None else None
         if changed is not None and changed.any():
             a += changed[:, None] * c[i]
@@ -130,11 +142,6 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
         if moved:
             hidden = _sigmoid(NUMPY, a)
     return probs, out
-
-
-def _band(weights: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The (D, D) matrix of a neighbour weight row at ``model.neighbour_index``'s indices (0: none)."""
-    return np.pad(weights, (1, 0))[index]
 
 
 def _pick(was_on: np.ndarray, if_off, if_on):
