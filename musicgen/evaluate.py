@@ -120,18 +120,25 @@ def music(extender, rolls, steps: int, prompts: int = 32, time_signatures=None) 
     continuation's frames each drawn from the true frames before it
     (:meth:`~musicgen.lstm.Extender.draw_next`, seeds as above), over the real one.
     """
+    heads, made, truths, nexts = continuations(extender, rolls, steps, prompts, time_signatures)
+    return {"prompt_steps": steps, "continuation_steps": steps, "temperature": 1.0,
+            **_rounded(continuation_stats(heads, made, truths, nexts))}
+
+
+def continuations(extender, rolls, steps: int, prompts: int = 32, time_signatures=None, first_seed: int = 0):
+    """(prompts, continuations, real continuations, next frames) of :func:`music`, the draws
+    seeded ``first_seed``, ``first_seed + 1``, ... (``evaluate``'s: 0)."""
     heads, truths = held_out_pairs(rolls, steps, prompts)
     meters = [None] * len(heads)
     if time_signatures is not None:  # a prompt's meter: the time signatures of its own steps
         meters = [[m for m in time_signatures[i] if m[0] < steps] for i in _long_enough(rolls, steps, prompts)]
-    made = extender.extend(heads, steps, temperature=1.0, seeds=list(range(len(heads))),
-                           time_signatures=meters) if heads else []
+    seeds = list(range(first_seed, first_seed + len(heads)))
+    made = extender.extend(heads, steps, temperature=1.0, seeds=seeds, time_signatures=meters) if heads else []
     # The same frames drawn one at a time from the true past: the clashes of the net's frames
     # alone, without those its own slips lead to in a continuation.
     nexts = [extender.draw_next(np.concatenate([h, t]), seed, extender.positions(2 * steps, m))[steps - 1:]
-             for seed, (h, t, m) in enumerate(zip(heads, truths, meters))]
-    return {"prompt_steps": steps, "continuation_steps": steps, "temperature": 1.0,
-            **_rounded(continuation_stats(heads, made, truths, nexts))}
+             for seed, h, t, m in zip(seeds, heads, truths, meters)]
+    return heads, made, truths, nexts
 
 
 def _vae(cfg, model, info, rolls, samples, seed) -> dict:

@@ -1,0 +1,97 @@
+"""Where an LSTM's continuations clash: the clashes sorted by how their notes came, over several seed sets.
+
+    python benchmarks/clash_kinds.py RUN DATASET [--split test] [--sets 4]
+
+The continuations of ``musicgen evaluate``'s ``music`` section (the first 64 steps of the first
+32 pieces long enough, continued by 64 at temperature 1; ``musicgen.evaluate.continuations``)
+with ``--sets`` seed sets (set k: seeds 32k .. 32k + 31; set 0 is ``evaluate``'s), and the same
+steps each drawn from the true frames before them (``next_frame``). A frame *clashes* when two of
+its pitch classes are a semitone apart (``musicgen.metrics.clash_share``); each clashing frame
+gets one kind, by how the notes of its clashing pitch classes relate to the frame before:
+``held_on`` (a clash both of whose pitch classes were already sounding by the same pitches),
+else ``beside_held`` (a pitch starts a semitone from a held one), else ``together`` (both
+start in this frame). Shares are of sounding frames, pooled over the pieces, next to the real
+music's; ``ratio``: all clashes over the real share (``clash_ratio``). ``by_quarter``: the
+clash share of the continuations and of the real music in each quarter of their steps (pooled
+over the seed sets): do a continuation's clashes grow as it goes?
+Prints one JSON object.
+"""
+import argparse
+import json
+
+import numpy as np
+
+from musicgen.dataset import iter_records
+from musicgen.evaluate import continuations, music_steps
+from musicgen.generate import load_extender
+
+KINDS = ("together", "beside_held", "held_on")
+
+
+def kind_counts(frames: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """[together, beside_held, held_on, sounding] frame counts of bool frames (T, 128), each
+    frame's notes sorted by ``before`` (T, 128: the frame before each)."""
+    def classes(notes):  # (T, 12): pitch classes sounding by these notes
+        return np.stack([notes[:, c::12].any(1) for c in range(12)], 1)
+
+    held, new = classes(frames & before), classes(frames & ~before)
+    on = held | new
+    pair = on & np.roll(on, -1, axis=1)  # classes c and c + 1 both sound
+    both_held = (pair & held & np.roll(held, -1, axis=1)).any(1)
+    beside = (pair & ((held & np.roll(new, -1, axis=1)) | (new & np.roll(held, -1, axis=1)))).any(1)
+    clash = pair.any(1)
+    return np.array([(clash & ~both_held & ~beside).sum(), (beside & ~both_held).sum(), both_held.sum(),
+                     on.any(1).sum()], np.int64)
+
+
+def pooled(rolls, befores) -> np.ndarray:
+    """:func:`kind_counts` summed over pairs of (frames, the frame before each)."""
+    return sum(kind_counts(r > 0, b > 0) for r, b in zip(rolls, befores))
+
+
+def shares(counts: np.ndarray, real: np.ndarray | None = None) -> dict:
+    out = {k: round(float(c / max(1, counts[3])), 4) for k, c in zip(KINDS, counts)}
+    out["all"] = round(float(counts[:3].sum() / max(1, counts[3])), 4)
+    if real is not None:
+        out["ratio"] = round(out["all"] / max(1e-12, float(real[:3].sum() / max(1, real[3]))), 3)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("data")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--sets", type=int, default=4)
+    args = ap.parse_args(argv)
+    ext, info = load_extender(args.run)
+    records = list(iter_records(args.data, args.split))
+    rolls, meters = [r.roll for r in records], [r.time_signatures for r in records]
+    steps = music_steps(info)
+    out = {"run": args.run, "data": args.data, "split": args.split, "sets": []}
+    quarters = np.zeros((2, 4, 4), np.int64)  # [continuations, real][quarter][kind counts]
+    for k in range(args.sets):
+        heads, made, truths, nexts = continuations(ext, rolls, steps, 32, meters, first_seed=32 * k)
+        # the frame before each: the prompt's last, then the continuation's own (or the true past's)
+        real = pooled(truths, [np.concatenate([h[-1:], t[:-1]]) for h, t in zip(heads, truths)])
+        cont = pooled(made, [np.concatenate([h[-1:], m[:-1]]) for h, m in zip(heads, made)])
+        nxt = pooled(nexts, [np.concatenate([h[-1:], t[:-1]]) for h, t in zip(heads, truths)])
+        for side, rolls_ in enumerate((made, truths)):
+            for h, r in zip(heads, rolls_):
+                full = np.concatenate([h[-1:], r]) > 0
+                for q, part in enumerate(np.array_split(np.arange(1, len(full)), 4)):
+                    quarters[side, q] += kind_counts(full[part], full[part - 1])
+        out["real"] = shares(real)
+        out["sets"].append({"first_seed": 32 * k, "continuations": shares(cont, real), "next_frame": shares(nxt, real)})
+        print(f"set {k}: continuations {out['sets'][-1]['continuations']}, next frame {out['sets'][-1]['next_frame']}",
+              flush=True)
+    for side in ("continuations", "next_frame"):
+        out["mean_" + side] = {key: round(float(np.mean([s[side][key] for s in out["sets"]])), 4)
+                               for key in (*KINDS, "all", "ratio")}
+    out["by_quarter"] = {side: [shares(c)["all"] for c in q] for side, q in zip(("continuations", "real"), quarters)}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
