@@ -64,6 +64,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--split", default="test")
     ap.add_argument("--sets", type=int, default=4)
     args = ap.parse_args(argv)
+    if args.sets < 1:
+        ap.error(f"--sets must be at least 1, not {args.sets}")
     ext, info = load_extender(args.run)
     records = list(iter_records(args.data, args.split))
     rolls, meters = [r.roll for r in records], [r.time_signatures for r in records]

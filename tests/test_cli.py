@@ -57,6 +57,10 @@ def test_train_options_reach_the_config():
     assert not config("lstm", "--preset", "joint", "--no-nade-changes").nade_changes
     assert config("lstm", "--preset", "tiny").nade_neighbours == 13
     assert config("lstm", "--preset", "tiny", "--nade-neighbours", "0").nade_neighbours == 0
+    assert not config("lstm", "--preset", "joint").nade_pitch_classes  # off in the presets
+    assert config("lstm", "--preset", "joint", "--nade-pitch-classes").nade_pitch_classes
+    with pytest.raises(MusicgenError, match="--nade-pitch-classes"):
+        config("vae", "--preset", "joint", "--nade-pitch-classes")
     assert config("lstm", "--preset", "tiny", "--ema", "0.998").ema == 0.998
     assert config("lstm", "--preset", "tiny", "--half-speed", "0.25").half_speed == 0.25
     with pytest.raises(MusicgenError, match="--half-speed"):
