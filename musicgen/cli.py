@@ -139,7 +139,8 @@ def train_config(args):
                  "patience": args.patience, "ema": args.ema,
                  "half_speed": args.half_speed, "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
-                "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder}
+                "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder,
+                "decoder_frame_dropout": args.frame_dropout}
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
@@ -148,7 +149,7 @@ def train_config(args):
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
-        raise MusicgenError("--bars, --conductor and --encoder are VAE settings")
+        raise MusicgenError("--bars, --conductor, --encoder and --frame-dropout are VAE settings")
     return preset(args.model, args.preset, **overrides)
 
 
@@ -400,6 +401,9 @@ def _train_arguments(c):
     c.add_argument("--conductor", action="store_const", const=True,
                    help="VAE with the lstm decoder: a hierarchical decoder, one embedding per bar from z "
                    "(MusicVAE's conductor), for long pieces")
+    c.add_argument("--frame-dropout", type=float, metavar="SHARE",
+                   help="VAE with the lstm decoder: in training, silence this share of the frames the decoder "
+                   "reads, so that it leans on z (MusicVAE's and Bowman et al.'s word dropout; `joint`: 0.3)")
     c.add_argument("--workers", type=_positive, default=1, help="Ray Train workers (default 1)")
     c.add_argument("--gpu", action="store_true", help="one GPU per worker")
     c.add_argument("--seed", type=int, default=0)

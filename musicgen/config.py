@@ -188,6 +188,8 @@ class VAEConfig:
         _check_range("decoder_units", self.decoder_units, 1, 4096)
         _check_range("nade_units", self.nade_units, 1, 4096)
         _check_range("decoder_frame_dropout", self.decoder_frame_dropout, 0.0, 1.0)
+        if self.decoder_frame_dropout and self.decoder != "lstm":  # the conv decoder reads no frames
+            raise DataError(f"decoder_frame_dropout ({self.decoder_frame_dropout}) needs decoder='lstm'")
         _check_range("decoder_dropout_epochs", self.decoder_dropout_epochs, 0, 100_000)
         _check_range("conductor_bar_steps", self.conductor_bar_steps, 0, self.height)
         if self.conductor_bar_steps and (self.decoder != "lstm" or self.height % self.conductor_bar_steps):

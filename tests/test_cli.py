@@ -34,6 +34,10 @@ def one_line_error(p):
     (["train", "lstm", "--data", ".", "--out", "o", "--nade-neighbours", "-1"], "nade_neighbours"),
     (["train", "lstm", "--data", ".", "--out", "o", "--bars", "16"], "--bars"),  # a VAE setting
     (["train", "vae", "--data", ".", "--out", "o", "--conductor"], "conductor_bar_steps"),  # tiny: conv decoder
+    (["train", "vae", "--data", ".", "--out", "o", "--frame-dropout", "0.5"], "decoder_frame_dropout"),  # conv
+    (["train", "vae", "--data", ".", "--out", "o", "--preset", "joint", "--frame-dropout", "1.5"],
+     "decoder_frame_dropout"),
+    (["train", "lstm", "--data", ".", "--out", "o", "--frame-dropout", "0.5"], "--frame-dropout"),
     (["frobnicate"], "frobnicate"),
 ])
 def test_bad_arguments_give_one_line(args, words, tmp_path):
@@ -50,6 +54,8 @@ def test_train_options_reach_the_config():
     assert (cfg.height, cfg.conductor_bar_steps, cfg.batch_size, cfg.decoder) == (256, 16, 8, "lstm")
     assert config("vae", "--preset", "joint").conductor_bar_steps == 0  # flat, 4 bars: the preset's
     assert config("vae", "--preset", "joint", "--encoder", "lstm").encoder == "lstm"
+    assert config("vae", "--preset", "joint").decoder_frame_dropout == 0.3
+    assert config("vae", "--preset", "joint", "--frame-dropout", "0.6").decoder_frame_dropout == 0.6
     with pytest.raises(MusicgenError, match="--encoder"):
         config("lstm", "--preset", "joint", "--encoder", "lstm")
     assert config("lstm", "--preset", "joint", "--units", "64").units == 64
