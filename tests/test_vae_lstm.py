@@ -152,7 +152,7 @@ def test_trained_on_patterns_it_reconstructs_them_and_uses_its_code(trained):
     assert history["loss"][-1] < 0.1 * history["loss"][0]
     gen = vae.Generator(cfg, model)
     err = gen.reconstruction_error(patterns())
-    assert err["f1"] > 0.9, err  # greedy decoding from z_mean gives each piece back
+    assert err["f1"] > 0.9, err  # the draws from p(x | z_mean) give each piece back
     assert err["bce_per_image"] < 10
     # which of the four pieces (and so every bass note) only the code says: without it, at the
     # prior's mean, the same frames cost many more nats
@@ -165,8 +165,26 @@ def test_trained_on_patterns_it_reconstructs_them_and_uses_its_code(trained):
     assert elbo["kl_per_image"] == pytest.approx(float(kl), rel=1e-4)
     assert elbo["elbo_nll"] - elbo["kl_per_image"] == pytest.approx(err["bce_per_image"], abs=5.0)
     assert elbo == gen.elbo(patterns(), seed=0) and elbo != gen.elbo(patterns(), seed=1)
-    assert gen.choose_threshold(patterns()) == 0.5  # nothing to choose: decoding decides each cell
+    # the threshold on the share of draws is chosen for F1, as the convolutional decoder's is
+    chosen = gen.choose_threshold(patterns())
+    assert chosen in vae.THRESHOLDS and gen.threshold == chosen
+    assert gen.reconstruction_error(patterns())["f1"] >= gen.reconstruction_error(patterns(), threshold=0.5)["f1"]
     assert gen.active_units(patterns()) >= 2
+
+
+def test_reconstruction_probabilities_are_seeded_shares_of_draws_independent_of_batch_mates(trained):
+    cfg, model, _ = trained
+    gen = vae.Generator(cfg, model)
+    x = patterns()
+    probs = gen.reconstruction_probs(x, seed=4)
+    assert probs.shape == (len(x), cfg.height, 128)
+    shares = probs * vae.RECONSTRUCTION_DRAWS
+    np.testing.assert_allclose(shares, np.round(shares), atol=1e-4)  # k of the draws
+    np.testing.assert_array_equal(gen.reconstruction_probs(x, seed=4), probs)
+    np.testing.assert_array_equal(gen.reconstruction_probs(x[1:2], seed=4)[0], probs[1])  # alone = in a batch
+    assert ((probs >= 0.5) == (x > 0)).mean() > 0.99  # a net that learned the pieces draws them back
+    untrained = vae.Generator(cfg, vae.build_model(cfg)).reconstruction_probs(x, seed=4)
+    assert 0 < untrained.mean() < 1 and not np.array_equal(untrained, np.round(untrained))  # draws differ
 
 
 def test_interpolation_runs_from_one_reconstruction_to_the_other(trained):
@@ -180,7 +198,7 @@ def test_interpolation_runs_from_one_reconstruction_to_the_other(trained):
     np.testing.assert_array_equal(path[-1], rec[1])
     np.testing.assert_array_equal(gen.interpolate(a, b, 6, seed=3), path)  # seeded
     greedy = gen.interpolate(a, b, 4, temperature=0)
-    rec = gen.reconstruct(np.stack([a, b])) > 0  # greedy, what evaluate's F1 scores
+    rec = gen.reconstruct(np.stack([a, b])) > 0  # greedy by default
     np.testing.assert_array_equal(greedy[[0, -1]], rec)
     np.testing.assert_array_equal(gen.interpolate(a, b, 4, seed=9, temperature=0), greedy)  # no randomness
     for field, bad in (("steps", 1), ("steps", 65), ("steps", 2.5), ("temperature", -0.1),
