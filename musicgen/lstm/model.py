@@ -225,8 +225,9 @@ def nade_class():
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
-        ``neighbours``). Output: the D conditionals of each frame, all pitches in one pass (an
-        exclusive cumulative sum along the pitch axis gives every pitch's hidden input at once).
+        ``neighbours``). Output: the D conditionals of each frame, all pitches in one pass (the
+        hidden inputs of every pitch at once, one per stretch of pitches between two sounding or
+        changed ones: :meth:`hidden_inputs`).
         Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
@@ -262,23 +263,54 @@ def nade_class():
                                  for name, index in self.parts[kind]])
 
             new, held = frames * (1 - before), frames * before
-            per_value = [tf.einsum("...j,ji->...i", new, matrix("new", g))
-                         + tf.einsum("...j,ji->...i", held, matrix("held", g))
-                         + tf.einsum("...j,ji->...i", before, matrix("around", g)) for g in (0, 1)]
+            # products as 2-D matmuls: tf.einsum("...j,ji->...i") took 80 times as long here
+            per_value = [_times(new, matrix("new", g)) + _times(held, matrix("held", g))
+                         + _times(before, matrix("around", g)) for g in (0, 1)]
             return (1 - before) * per_value[0] + before * per_value[1]
 
         def call(self, inputs):
-            b_v, b_h, frames = inputs[:3]
-            a = b_h[..., None, :] + tf.cumsum(frames[..., :, None] * self.w, axis=-2, exclusive=True)
+            b_v, b_h, frames, before = inputs
             if self.parts:
-                b_v += self.neighbour_logits(frames, inputs[3])
-            if not self.changes:
-                return tf.sigmoid(b_v + tf.reduce_sum(tf.sigmoid(a) * self.v, axis=-1))
-            before = inputs[3]
-            a += tf.cumsum(tf.abs(frames - before)[..., :, None] * self.c, axis=-2, exclusive=True)
+                b_v += self.neighbour_logits(frames, before)
+            changed = tf.abs(frames - before) if self.changes else None
+            segments, a = self.hidden_inputs(b_h, frames, changed)
             hidden = tf.sigmoid(a)
-            return tf.sigmoid(b_v + tf.reduce_sum(hidden * self.v, axis=-1)
-                              + (2 * before - 1) * tf.reduce_sum(hidden * self.q, axis=-1))
+            logits = b_v + self.per_pitch(segments, hidden, self.v)
+            if self.changes:
+                logits += (2 * before - 1) * self.per_pitch(segments, hidden, self.q)
+            return tf.sigmoid(logits)
+
+        def hidden_inputs(self, b_h, frames, changed):
+            """(segments (..., S, D), hidden inputs (..., S, H)) of each frame.
+
+            Pitch i's hidden input is b_h plus the weights of the *events* below it: the pitches
+            that sound (``w``) and, with ``changes``, that changed (``c``). Between two events it
+            stays the same, so a frame of E events has S = E + 1 distinct hidden inputs, the s-th
+            above its s lowest events, and ``segments[..., s, i]`` is 1 where pitch i has the s-th.
+            A frame has a few events (at most 16 in MuseData's training frames, 128 pitches), so
+            the hidden units are computed S times a frame instead of 128 times (the cumulative sum
+            over all pitches this replaces): training steps 9 to 10 times faster for this layer,
+            forward and backward, with the same conditionals to 1e-6. S is the batch's largest E + 1.
+            """
+            events = frames if changed is None else tf.maximum(frames, changed)
+            rank = tf.cumsum(events, axis=-1, exclusive=True)  # events below each pitch: its segment
+            s = tf.cast(tf.reduce_max(rank[..., -1] + events[..., -1]), tf.int32) + 1
+            segments = tf.linalg.matrix_transpose(tf.one_hot(tf.cast(rank, tf.int32), s))
+            # row s: the weights of the event ranked s (the pitches that are no event add 0)
+            steps = _times(segments * frames[..., None, :], self.w)
+            if changed is not None:
+                steps += _times(segments * changed[..., None, :], self.c)
+            return segments, b_h[..., None, :] + tf.cumsum(steps, axis=-2, exclusive=True)
+
+        @staticmethod
+        def per_pitch(segments, hidden, weights):
+            """sum_h hidden[segment of i, h] * weights[i, h] for each pitch i: (..., D)."""
+            return tf.reduce_sum(segments * _times(hidden, tf.transpose(weights)), axis=-2)
+
+    def _times(x, matrix):
+        """x (..., K) @ matrix (K, N) as one 2-D product: (..., N)."""
+        out = tf.matmul(tf.reshape(x, [-1, tf.shape(matrix)[0]]), matrix)
+        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], tf.shape(matrix)[1:]], 0))
 
     return Nade
 
