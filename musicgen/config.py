@@ -75,7 +75,8 @@ class LSTMConfig:
     nade_pitch_classes: bool = False
     patience: int | None = None  # epochs without a better val loss before stopping (None: never)
     # Polyak averaging: a moving average of the weights, updated after every batch with this
-    # momentum (a window of about 1 / (1 - ema) batches), is what validation scores and what
+    # momentum (a window of about 1 / (1 - ema) batches; shorter over the first 9 / (1 - ema)
+    # updates, TensorFlow's warm-up, lstm.model.warmed_momentum), is what validation scores and what
     # checkpoints and the run keep; training steps go on from the raw weights. Averaging
     # smooths the epoch-to-epoch noise of an over-fitting net (JSB Chorales' validation NLL moves
     # by +-0.05 nats between epochs). 0: off, as every run trained before 2026-12-01.

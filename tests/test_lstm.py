@@ -129,8 +129,8 @@ def test_loss_falls_and_the_step_model_matches_the_training_model(trained):
 
 
 def test_weight_averaging_is_what_validation_and_the_end_see():
-    """``ema``: validation scores the moving average of the weights, the model ends holding it,
-    and each epoch trains on from the raw weights."""
+    """``ema``: validation scores the moving average of the weights (its momentum warmed up as
+    TensorFlow's), the model ends holding it, and each epoch trains on from the raw weights."""
     from musicgen.keras import keras, tf
 
     tf.keras.utils.set_random_seed(0)
@@ -150,8 +150,9 @@ def test_weight_averaging_is_what_validation_and_the_end_see():
     history = model.fit(x, y, sample_weight=w, epochs=2, batch_size=8, validation_data=(x, y, w), verbose=0,
                         shuffle=False, callbacks=[Watch(), *lstm.callbacks(cfg, model)]).history
     average = [a.copy() for a in seen["end"][0]]
-    for step in seen["end"][1:]:
-        average = [0.6 * a + 0.4 * b for a, b in zip(average, step)]
+    for n, step in enumerate(seen["end"][1:], 1):  # tf.train.ExponentialMovingAverage's warm-up
+        m = min(0.6, (1 + n) / (10 + n))
+        average = [m * a + (1 - m) * b for a, b in zip(average, step)]
     for v, a in zip(model.trainable_weights, average):
         np.testing.assert_allclose(v.numpy(), a, rtol=1e-4, atol=1e-6)
     assert model.evaluate(x, y, sample_weight=w, verbose=0)[0] == pytest.approx(history["val_loss"][-1], rel=1e-5)

@@ -412,6 +412,15 @@ def callbacks(cfg: LSTMConfig, model) -> list:
     return out
 
 
+def warmed_momentum(momentum: float, updates: int) -> float:
+    """The momentum of the ``updates``-th update of the average: ``momentum``, but at most
+    (1 + n) / (10 + n), the rule of ``tf.train.ExponentialMovingAverage(num_updates=n)``. Without
+    it the first batches' weights linger for about 1 / (1 - momentum) batches: a 12-epoch `joint`
+    run averaged at 0.998 scored a validation NLL of 3.37 after 8 epochs where its raw weights
+    scored 2.53. From n = 9 m / (1 - m) on (4,491 updates at 0.998) the momentum is the given one."""
+    return min(momentum, (1 + updates) / (10 + updates))
+
+
 @functools.cache
 def averaging_class():
     """The Keras callback of ``LSTMConfig.ema``: Polyak averaging of the trainable weights.
@@ -431,16 +440,18 @@ def averaging_class():
 
         def __init__(self, momentum: float):
             super().__init__()
-            self.momentum, self.average, self.raw = momentum, None, None
+            self.momentum, self.average, self.raw, self.updates = momentum, None, None, 0
 
         def on_train_batch_end(self, batch, logs=None):
             weights = [v.numpy() for v in self.model.trainable_weights]
             if self.average is None:
                 self.average = weights
                 return
+            self.updates += 1
+            m = warmed_momentum(self.momentum, self.updates)
             for a, w in zip(self.average, weights):
-                a *= self.momentum
-                a += (1 - self.momentum) * w
+                a *= m
+                a += (1 - m) * w
 
         def on_test_begin(self, logs=None):
             self._hold(average=True)
