@@ -183,7 +183,9 @@ def test_scoring_reads_the_pieces_positions_and_defaults_to_four_four_on_the_run
     three_four = ext.positions(40, [(0, 3, 4)])
     np.testing.assert_array_equal(three_four, np.arange(40) % 12)
     default = ext.predict_next(roll, chunk=7)
-    np.testing.assert_array_equal(default, ext.predict_next(roll, positions=np.arange(40) % 16))
+    # other chunks: other matmul shapes, whose rounding oneDNN may choose differently under load
+    # (6e-8 seen); another meter moves the probabilities by far more
+    np.testing.assert_allclose(default, ext.predict_next(roll, positions=np.arange(40) % 16), rtol=0, atol=1e-6)
     waltz = ext.predict_next(roll, positions=three_four)
     assert not np.array_equal(default, waltz)
     x = lstm.features(roll[:-1], 0, ext.cfg, three_four)
