@@ -132,7 +132,8 @@ def train_config(args):
     """The checked config ``musicgen train`` trains: the preset with the options given."""
     from .config import preset
 
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                 "steps_per_epoch": args.steps_per_epoch}
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "nade_changes": args.nade_changes,
                  "nade_neighbours": args.nade_neighbours, "nade_pitch_classes": args.nade_pitch_classes,
@@ -368,6 +369,9 @@ def _train_arguments(c):
                    "joint (the same until validation stops improving), factorized, paper; VAE: tiny (convolutional "
                    "decoder), joint (the joint-frame LSTM decoder), paper)")
     c.add_argument("--epochs", type=_positive, help="override the preset's epochs")
+    c.add_argument("--steps-per-epoch", type=_positive, metavar="N",
+                   help="batches per epoch (default: enough to see every training frame or image once, and for "
+                   "the LSTM presets at least 100): with --epochs, a budget in updates")
     c.add_argument("--batch-size", type=_positive)
     c.add_argument("--learning-rate", type=float)
     c.add_argument("--layers", type=_positive, help="LSTM layers (1-3)")

@@ -38,6 +38,7 @@ def one_line_error(p):
     (["train", "vae", "--data", ".", "--out", "o", "--preset", "joint", "--frame-dropout", "1.5"],
      "decoder_frame_dropout"),
     (["train", "lstm", "--data", ".", "--out", "o", "--frame-dropout", "0.5"], "--frame-dropout"),
+    (["train", "lstm", "--data", ".", "--out", "o", "--steps-per-epoch", "0"], "--steps-per-epoch"),
     (["frobnicate"], "frobnicate"),
 ])
 def test_bad_arguments_give_one_line(args, words, tmp_path):
@@ -71,6 +72,9 @@ def test_train_options_reach_the_config():
     assert config("lstm", "--preset", "tiny", "--half-speed", "0.25").half_speed == 0.25
     with pytest.raises(MusicgenError, match="--half-speed"):
         config("vae", "--preset", "joint", "--half-speed", "0.25")
+    assert config("lstm", "--preset", "tiny").steps_per_epoch is None  # the corpus's size decides
+    assert config("lstm", "--preset", "tiny", "--steps-per-epoch", "20").steps_per_epoch == 20
+    assert config("vae", "--preset", "joint", "--steps-per-epoch", "7").steps_per_epoch == 7
 
 
 def test_help_for_every_command():
