@@ -46,6 +46,8 @@ def test_killed_worker_resumes_from_the_last_checkpoint(chorales, tmp_path):
         assert _checkpoints(run), "no checkpoint was written"
         workers = _train_workers(proc.pid)
         assert workers, "no Ray Train worker found"
+        # short epochs must not let the run finish before the crash: then nothing would resume
+        assert len(_checkpoints(run)) < 4, "the run ended before its worker was killed"
         for w in workers:
             w.send_signal(signal.SIGKILL)  # a real crash, mid-training
         assert proc.wait(900) == 0, open(tmp_path / "train.log").read()[-3000:]
