@@ -137,6 +137,7 @@ def train_config(args):
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
                  "nade_units": args.nade_units, "nade_changes": args.nade_changes,
                  "nade_neighbours": args.nade_neighbours, "nade_pitch_classes": args.nade_pitch_classes,
+                 "nade_beat": args.nade_beat,
                  "patience": args.patience, "ema": args.ema,
                  "half_speed": args.half_speed, "meter": args.meter}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
@@ -146,7 +147,7 @@ def train_config(args):
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --nade-pitch-classes, --patience, --ema, --half-speed and --no-meter are LSTM settings")
+                            "--nade-neighbours, --nade-pitch-classes, --nade-beat, --patience, --ema, --half-speed and --no-meter are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -388,6 +389,9 @@ def _train_arguments(c):
     c.add_argument("--nade-pitch-classes", action="store_const", const=True,
                    help="LSTM with the NADE head: also weigh the notes around each pitch by pitch class, at any "
                    "distance (off in every preset)")
+    c.add_argument("--nade-beat", type=int, metavar="STEPS",
+                   help="LSTM with the NADE head: a second set of those neighbour weights for frames on a beat, "
+                   "every STEPS steps of the bar (4 on a grid of 4 steps per beat; off in every preset)")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
     c.add_argument("--ema", type=float, metavar="MOMENTUM",
                    help="LSTM: validate, checkpoint and keep a moving average of the weights with this momentum "

@@ -73,6 +73,13 @@ class LSTMConfig:
     # semitone from each other in the net's frames a third were beyond 13 semitones. False: the
     # head of every run trained before 2026-12-02.
     nade_pitch_classes: bool = False
+    # The NADE head's neighbour weights (nade_neighbours, nade_pitch_classes) get a second set,
+    # added where the frame decided falls on a beat: a bar position that is a multiple of this
+    # many steps (model.on_beat; 4 on the 4-steps-per-beat grid). In Bach a beat's frame holds a
+    # semitone clash half as often as the steps between (passing notes); the net drew them twice
+    # as often as Bach on the beats and a little less between. 0: none, the head of every run
+    # trained before 2026-12-07.
+    nade_beat: int = 0
     patience: int | None = None  # epochs without a better val loss before stopping (None: never)
     # Polyak averaging: a moving average of the weights, updated after every batch with this
     # momentum (a window of about 1 / (1 - ema) batches; shorter over the first 9 / (1 - ema)
@@ -113,6 +120,10 @@ class LSTMConfig:
             raise DataError("a many-to-one (study) LSTM has the factorized head")
         _check_range("nade_units", self.nade_units, 1, 4096)
         _check_range("nade_neighbours", self.nade_neighbours, 0, 127)
+        _check_range("nade_beat", self.nade_beat, 0, self.steps_per_bar)
+        if self.nade_beat and not (self.head == "nade" and self.position
+                                   and (self.nade_neighbours or self.nade_pitch_classes)):
+            raise DataError("nade_beat needs the nade head, bar positions and nade_neighbours or nade_pitch_classes")
         if self.patience is not None:
             _check_range("patience", self.patience, 1, 100_000)
         _check_range("ema", self.ema, 0.0, 0.9999)

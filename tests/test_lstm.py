@@ -252,7 +252,7 @@ def test_one_input_encoder_for_windows_and_generation():
             self.inputs.append(x[0].copy())
             return np.full((len(x), 128), 0.5, np.float32), state
 
-        def sample(self, out, u, temps, prev):
+        def sample(self, out, u, temps, prev, beat):
             return lstm.sample_frames(out, u, temps)
 
     batch = lstm.Batch(Recorder(), 1)

@@ -15,6 +15,7 @@ from musicgen.lstm.step import NadeWeights, nade
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
                  steps_per_bar=4, head="nade", nade_units=10, learning_rate=1e-2)
 CHANGES = replace(CFG, nade_changes=True, nade_neighbours=13)  # the presets' NADE
+BEAT = replace(CHANGES, nade_pitch_classes=True, nade_beat=2)  # every neighbour term, apart on the beats
 
 
 def _rolls(n=8, steps=30, seed=0):
@@ -29,25 +30,26 @@ def _rolls(n=8, steps=30, seed=0):
     return rolls
 
 
-@pytest.mark.parametrize("changes,neighbours,pitch_classes",
-                         [(False, 0, False), (True, 0, False), (True, 2, False), (True, 2, True), (False, 0, True)])
-def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours, pitch_classes):
+@pytest.mark.parametrize("changes,neighbours,pitch_classes,beat",
+                         [(False, 0, False, None), (True, 0, False, None), (True, 2, False, None), (True, 2, True, None),
+                          (False, 0, True, None), (True, 2, True, 1), (True, 2, True, 0), (False, 2, False, 1)])
+def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours, pitch_classes, beat):
     """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
     (with ``changes``, after a previous frame that holds some of the pitches; with ``neighbours``,
     weights of the pitches up to 2 semitones around each; with ``pitch_classes``, weights by
-    pitch class)."""
+    pitch class; with ``beat`` 0 or 1, a second set of those weights, for a frame on a beat)."""
     rng = np.random.default_rng(0)
     weights = NadeWeights(*(rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)))
-    if neighbours:
-        weights = weights._replace(**{name: rng.normal(0, 2, (2, size)).astype(np.float32)
-                                      for name, size in (("new", 2), ("held", 2), ("around", 4))})
-    if pitch_classes:
-        weights = weights._replace(**{name: rng.normal(0, 2, (2, 12)).astype(np.float32)
-                                      for name in ("new_pc", "held_pc", "around_pc")})
+    sizes = ({"new": 2, "held": 2, "around": 4} if neighbours else {}) | (
+        {"new_pc": 12, "held_pc": 12, "around_pc": 12} if pitch_classes else {})
+    for suffix in ("", "_beat") if beat is not None else ("",):
+        weights = weights._replace(**{name + suffix: rng.normal(0, 2, (2, size)).astype(np.float32)
+                                      for name, size in sizes.items()})
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
     prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
-    p, _ = nade(biases, weights, frames=frames, prev=prev)
+    beats = np.full(64, beat or 0, np.float32)
+    p, _ = nade(biases, weights, frames=frames, prev=prev, beat=beats)
     joint = np.prod(np.where(frames > 0, p, 1 - p), axis=1, dtype=np.float64)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
     if changes:  # the previous frame is read: another one gives other conditionals
@@ -55,19 +57,26 @@ def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neig
     if neighbours:  # the neighbours' weights count
         plain = weights._replace(new=None, held=None, around=None)
         assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
-    if pitch_classes:  # and the pitch classes'
+    if pitch_classes and beat is None:  # and the pitch classes'
         plain = weights._replace(new_pc=None, held_pc=None, around_pc=None)
         assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
+    if beat is not None:  # the beat's weights count on a beat and only there
+        other = nade(biases, weights, frames=frames, prev=prev, beat=1 - beats)[0]
+        assert not np.allclose(other, p, atol=1e-3)
+        alone = NadeWeights(*weights[:len(NadeWeights._fields) - 6])
+        np.testing.assert_array_equal(nade(biases, alone, frames=frames, prev=prev)[0], other if beat else p)
     # The Keras layer gives the same conditionals in one pass.
-    layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours, pitch_classes=pitch_classes)
+    layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours, pitch_classes=pitch_classes,
+                         beat=beat is not None)
     layer.build(None)
     layer.set_weights([t for t in weights if t is not None])
-    keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]).numpy()[0]
+    keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]
+                    + ([beats[None, :, None]] if beat is not None else [])).numpy()[0]
     np.testing.assert_allclose(keras_p, p, atol=1e-6)
     # Sampling draws frames with those probabilities (a frequency check, 20,000 draws).
     u = rng.random((20_000, 6))
     _, drawn = nade(np.tile(biases[:1], (20_000, 1)), weights, u=u, temps=np.ones(20_000, np.float32),
-                    prev=np.tile(prev[:1], (20_000, 1)))
+                    prev=np.tile(prev[:1], (20_000, 1)), beat=np.full(20_000, beat or 0, np.float32))
     index = (drawn @ (2 ** np.arange(5, -1, -1))).astype(int)
     freq = np.bincount(index, minlength=64) / 20_000
     assert np.abs(freq - joint).max() < 0.02
@@ -106,9 +115,23 @@ def trained_changes():
     return _train(CHANGES)
 
 
+@pytest.fixture(scope="module")
+def trained_beat():
+    """The toy has no beats to learn, so the beat's weights are set at random (scale 2): a sampler
+    that put them on other frames than training does would draw other notes."""
+    model, first, last = _train(BEAT)
+    layer, rng = model.get_layer("nade"), np.random.default_rng(0)
+    for name in ("new_beat", "held_beat", "around_beat", "new_pc_beat", "held_pc_beat", "around_pc_beat"):
+        v = getattr(layer, name)
+        v.assign(rng.normal(0, 2, v.shape).astype(np.float32))
+    return model, first, last
+
+
 def _trained(request, name):
-    """(config, model) of fixture ``name``: the plain NADE or the presets' (changes, neighbours)."""
-    return (CFG if name == "trained" else CHANGES), request.getfixturevalue(name)[0]
+    """(config, model) of fixture ``name``: the plain NADE, the presets' (changes, neighbours), or
+    every neighbour term with the beat's weights."""
+    cfg = {"trained": CFG, "trained_changes": CHANGES, "trained_beat": BEAT}[name]
+    return cfg, request.getfixturevalue(name)[0]
 
 
 def _thirds(cfg, model) -> float:
@@ -128,7 +151,7 @@ def test_training_lowers_the_loss_and_learns_chords_that_a_factorized_head_canno
     assert _thirds(CFG, model) > 0.6 > 0.3 > _thirds(factorized, _train(factorized)[0])
 
 
-@pytest.mark.parametrize("name", ["trained", "trained_changes"])
+@pytest.mark.parametrize("name", ["trained", "trained_changes", "trained_beat"])
 def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name, request):
     """The training model's NLL of a sampled continuation equals -sum log of the conditionals the
     sampler drew it with (same net, same frames)."""
@@ -140,14 +163,18 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name,
     out, state = ext.step(x[:1], state)
     for t in range(1, len(prompt)):
         out, state = ext.step(x[t:t + 1], state)
-    rng = np.random.default_rng(5)
+    u = np.random.default_rng(5).random((10, 128))  # a Row's uniforms of seed 5 (one chunk)
     prev = prompt[-1:]
     for t in range(10):  # sample 10 frames, keeping the conditionals used
-        p, prev = nade(out, ext.net.nade_weights, u=rng.random((1, 128)), temps=np.ones(1, np.float32), prev=prev)
+        step = len(prompt) + t  # the step of the frame drawn: on a beat every nade_beat steps of the bar
+        beat = np.array([step % cfg.steps_per_bar % max(1, cfg.nade_beat) == 0], np.float32)
+        p, prev = nade(out, ext.net.nade_weights, u=u[t:t + 1], temps=np.ones(1, np.float32), prev=prev, beat=beat)
         conditionals.append(p[0])
         drawn.append(prev[0])
         out, state = ext.step(lstm.features(prev, len(prompt) + t, cfg), state)
     roll = np.concatenate([prompt, np.stack(drawn)])
+    # the generation engine draws the same frames: its rows know which frames fall on a beat
+    np.testing.assert_array_equal(ext.extend(prompt, 10, seeds=5, velocity=1.0), np.stack(drawn))
     probs = model.predict(lstm.features(roll, 0, cfg)[None], verbose=0)[0][len(prompt) - 1:]
     # Keras runs the LSTM over the whole sequence, the sampler one step at a time in numpy:
     # float32 rounding apart, the same conditionals (also where a drawn note had p ~ 1e-4).
@@ -162,7 +189,7 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name,
     np.testing.assert_allclose(ext.predict_next(roll, chunk=5)[len(prompt) - 1:], probs, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["trained", "trained_changes"])
+@pytest.mark.parametrize("name", ["trained", "trained_changes", "trained_beat"])
 def test_sampling_is_seeded_and_independent_of_batch_mates(name, request):
     cfg, model = _trained(request, name)
     ext = lstm.Extender.from_training_model(cfg, model)
@@ -209,3 +236,9 @@ def test_bad_head_settings_are_one_line_errors():
         preset("lstm", "paper", head="nade", many_to_one=True)
     with pytest.raises(DataError, match="nade_units"):
         replace(CFG, nade_units=0).check()
+    with pytest.raises(DataError, match="nade_beat"):  # the beat's weights are neighbour weights: none here
+        replace(CFG, nade_beat=2).check()
+    with pytest.raises(DataError, match="nade_beat"):
+        replace(BEAT, position=False).check()
+    with pytest.raises(DataError, match="nade_beat"):
+        replace(BEAT, nade_beat=5).check()  # more than a bar (steps_per_bar 4)

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import LSTMConfig
 from ..errors import ArgumentError
 from ..midi import bar_positions
-from .model import build_step_model, features, input_width, n_features, network_input
+from .model import build_step_model, features, input_width, n_features, network_input, on_beat
 from .step import StepNet, nade, zero_state
 
 MAX_STEPS = 4096  # one extend request's continuation, at most
@@ -102,10 +102,12 @@ class Row:
     def input(self) -> np.ndarray:
         return self.prompt[self.k] if self.k < len(self.prompt) else self.frame
 
-    def position(self) -> int:
-        """The bar position of its input this step (a finished row stepped on with its batch mates,
-        whose outputs nobody reads, stays at its last)."""
-        return self.k if self.positions is None else int(self.positions[min(self.k, len(self.positions) - 1)])
+    def position(self, ahead: int = 0) -> int:
+        """The bar position of its input this step, or ``ahead`` steps on (1: of the frame it
+        samples); a finished row stepped on with its batch mates, whose outputs nobody reads,
+        stays at its last."""
+        k = self.k + ahead
+        return k if self.positions is None else int(self.positions[min(k, len(self.positions) - 1)])
 
     def uniforms(self) -> np.ndarray:
         """The uniforms of its next frame: its generator's stream, drawn in chunks."""
@@ -122,7 +124,7 @@ class Batch:
     """Up to ``capacity`` rows in slots, stepped together on a multiple of ``block`` rows.
 
     ``net`` gives ``cfg``, ``zero_state(rows)``, ``first_state(row)``, ``step(x, state)`` and
-    ``sample(out, u, temps)`` (an :class:`Extender`).
+    ``sample(out, u, temps, prev, beat)`` (an :class:`Extender`).
     Rows join (:meth:`admit`) and leave (:meth:`drop`) between steps; an empty slot (None) is
     stepped as a silent row whose results nobody reads. Steps run on the slots up to the last.
     """
@@ -176,7 +178,8 @@ class Batch:
         sampling = [i for i in live if rows[i].sampling]
         if sampling:
             frames = self.net.sample(out[sampling], np.stack([rows[i].uniforms() for i in sampling]),
-                                     np.array([rows[i].temperature for i in sampling]), x[sampling, :128])
+                                     np.array([rows[i].temperature for i in sampling]), x[sampling, :128],
+                                     on_beat([rows[i].position(1) for i in sampling], cfg))
             for i, frame in zip(sampling, frames):
                 rows[i].take(frame)
         for i in live:
@@ -288,13 +291,14 @@ class Extender:
         factorized head's probabilities (B, 128), or NADE's biases (B, 128 + H)."""
         return self.net.step(x, state)
 
-    def sample(self, out: np.ndarray, u: np.ndarray, temps: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    def sample(self, out: np.ndarray, u: np.ndarray, temps: np.ndarray, prev: np.ndarray, beat=None) -> np.ndarray:
         """Binary frames (B, 128) float32 drawn from head outputs ``out`` of :meth:`step` with
         uniforms ``u`` (B, 128) at temperatures ``temps`` (B,), after the frames ``prev`` (B, 128)
-        the step read: each pitch on its own (factorized, :func:`sample_frames`) or pitch by pitch
-        from the lowest, each drawn given those below it (NADE, :func:`~musicgen.lstm.step.nade`)."""
+        the step read, ``beat`` (B,) 1 for the frames that fall on a beat (:func:`.model.on_beat`):
+        each pitch on its own (factorized, :func:`sample_frames`) or pitch by pitch from the lowest,
+        each drawn given those below it (NADE, :func:`~musicgen.lstm.step.nade`)."""
         if self.cfg.head == "nade":
-            return nade(out, self.net.nade_weights, u=u, temps=np.asarray(temps, np.float32), prev=prev)[1]
+            return nade(out, self.net.nade_weights, u=u, temps=np.asarray(temps, np.float32), prev=prev, beat=beat)[1]
         return sample_frames(out, u, temps)
 
     def _run(self, x: np.ndarray, state):
@@ -308,9 +312,11 @@ class Extender:
         the piece's bar positions (``musicgen.dataset.Record.positions``); None: 4/4 on the
         run's grid (:meth:`positions`)."""
         frames = (np.asarray(roll) > 0).astype(np.float32)
+        positions = self.positions(len(frames)) if positions is None else positions
         out = self._outputs(frames, chunk, positions)
         if self.cfg.head == "nade":
-            return nade(out, self.net.nade_weights, frames=frames[1:], prev=frames[:-1])[0]
+            return nade(out, self.net.nade_weights, frames=frames[1:], prev=frames[:-1],
+                        beat=self._beats(frames, positions))[0]
         return out
 
     def predict_frames(self, roll: np.ndarray, threshold: float = 0.5, chunk: int = 512, positions=None) -> np.ndarray:
@@ -320,12 +326,14 @@ class Extender:
         conditionals at the true frame would peek at that frame's lower notes). ``positions`` as
         for :meth:`predict_next`."""
         frames = (np.asarray(roll) > 0).astype(np.float32)
+        positions = self.positions(len(frames)) if positions is None else positions
         out = self._outputs(frames, chunk, positions)
         if self.cfg.head != "nade":
             return (out >= threshold).astype(np.float32)
         # on when u < p: u just below the threshold makes "p >= threshold" the rule
         u = np.full(out[:, :128].shape, np.nextafter(np.float32(threshold), np.float32(0)), np.float32)
-        return nade(out, self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32), prev=frames[:-1])[1]
+        return nade(out, self.net.nade_weights, u=u, temps=np.ones(len(out), np.float32), prev=frames[:-1],
+                    beat=self._beats(frames, positions))[1]
 
     def draw_next(self, roll: np.ndarray, seed: int = 0, positions=None, chunk: int = 512) -> np.ndarray:
         """A frame drawn at temperature 1 for each t = 1..T-1 of one roll, given the roll's own
@@ -333,9 +341,14 @@ class Extender:
         at every step of real music; in a continuation (:meth:`extend`) it reads its own draws, so
         the two differ by what its slips lead to. ``positions`` as for :meth:`predict_next`."""
         frames = (np.asarray(roll) > 0).astype(np.float32)
+        positions = self.positions(len(frames)) if positions is None else positions
         out = self._outputs(frames, chunk, positions)
         u = np.random.default_rng(seed).random((len(out), 128))
-        return self.sample(out, u, np.ones(len(out), np.float32), frames[:-1])
+        return self.sample(out, u, np.ones(len(out), np.float32), frames[:-1], self._beats(frames, positions))
+
+    def _beats(self, frames: np.ndarray, positions) -> np.ndarray:
+        """:func:`.model.on_beat` of the steps 1..T-1 of ``frames`` (T, 128) at bar ``positions``."""
+        return on_beat(np.asarray(positions)[1:len(frames)], self.cfg)
 
     def _outputs(self, frames: np.ndarray, chunk: int, positions=None) -> np.ndarray:
         """The head outputs of steps 0..T-2 of binary ``frames`` (T, 128) at bar ``positions``

@@ -90,7 +90,7 @@ def build_model(cfg: LSTMConfig):
                               name=f"lstm_{i}")(x, initial_state=_pair(initial, i))
         if cfg.dropout and (not last or cfg.head == "nade"):  # and before the NADE head: its biases
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    return keras.Model(inputs if cfg.condition else inp, _output(cfg, lstm_in, x, _targets(inp, cfg)),
+    return keras.Model(inputs if cfg.condition else inp, _output(cfg, lstm_in, x, _targets(inp, cfg), _beats(inp, cfg)),
                        name="lstm_extender")
 
 
@@ -160,7 +160,27 @@ def _targets(inp, cfg: LSTMConfig):
     return keras.layers.Lambda(lambda t: t[:, 1:, :128], name="targets")(inp)
 
 
-def _output(cfg: LSTMConfig, inp, x, targets=None):
+def on_beat(positions, cfg: LSTMConfig) -> np.ndarray:
+    """Whether steps at bar ``positions`` (integers; negative: none) fall on a beat for the NADE's
+    beat weights (``LSTMConfig.nade_beat``): float32 1 where the position, wrapped as the network
+    input's one-hot wraps it (:func:`network_input`), is a multiple of ``nade_beat``."""
+    p = np.asarray(positions, np.int64)
+    return ((p >= 0) & (p % cfg.steps_per_bar % max(1, cfg.nade_beat) == 0)).astype(np.float32)
+
+
+def _beats(inp, cfg: LSTMConfig):
+    """With ``cfg.nade_beat``, 1 for the target frames 1..W that fall on a beat (B, W, 1) (the
+    columns of their position one-hot that :func:`on_beat` counts), else None."""
+    from ..keras import keras, tf
+
+    if cfg.head != "nade" or not cfg.nade_beat:
+        return None
+    columns = [c for c in range(cfg.steps_per_bar) if c % cfg.nade_beat == 0]
+    return keras.layers.Lambda(lambda t: tf.reduce_sum(tf.gather(t[:, 1:, 128:], columns, axis=-1), -1, keepdims=True),
+                               name="on_beat")(inp)
+
+
+def _output(cfg: LSTMConfig, inp, x, targets=None, beats=None):
     """The head on the LSTM output ``x`` (``inp``: the LSTM's input; ``targets``: NADE's frames).
 
     Factorized: Dense(128, sigmoid); with ``cfg.skip`` plus a copy gate, which adds
@@ -192,13 +212,13 @@ def _output(cfg: LSTMConfig, inp, x, targets=None):
     hidden = keras.layers.Dense(cfg.nade_units, name="nade_hidden")(x)
     if targets is None:  # the step model (its NADE's arithmetic runs in numpy)
         return keras.layers.Concatenate(name="nade_biases")([logits, hidden])
-    return nade_layer(cfg)([logits, hidden, targets, frame])
+    return nade_layer(cfg)([logits, hidden, targets, frame] + ([beats] if beats is not None else []))
 
 
 def nade_layer(cfg: LSTMConfig):
     """The NADE layer of ``cfg`` (:func:`nade_class`)."""
     return nade_class()(cfg.nade_units, changes=cfg.nade_changes, neighbours=cfg.nade_neighbours,
-                        pitch_classes=cfg.nade_pitch_classes, name="nade")
+                        pitch_classes=cfg.nade_pitch_classes, beat=bool(cfg.nade_beat), name="nade")
 
 
 @functools.cache
@@ -222,20 +242,24 @@ def nade_class():
         ``pitch_classes`` (``LSTMConfig.nade_pitch_classes``) it adds the same three kinds of
         weights by pitch class, at any distance (``new_pc``, ``held_pc``, ``around_pc``: 12 each,
         by the interval modulo the octave, :func:`pitch_class_index`).
+        With ``beat`` (``LSTMConfig.nade_beat``) every one of those weights has a second, added
+        where the frame decided falls on a beat (its name + ``_beat``): in Bach a beat's frame holds
+        a semitone clash about half as often as the steps between beats (passing notes), which
+        one set of weights for both cannot say.
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
-        ``neighbours``). Output: the D conditionals of each frame, all pitches in one pass (the
+        ``neighbours``), with ``beat`` whether each frame falls on a beat (B, T, 1). Output: the D conditionals of each frame, all pitches in one pass (the
         hidden inputs of every pitch at once, one per stretch of pitches between two sounding or
         changed ones: :meth:`hidden_inputs`).
         Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
         def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0,
-                     pitch_classes: bool = False, **kwargs):
+                     pitch_classes: bool = False, beat: bool = False, **kwargs):
             super().__init__(**kwargs)
             self.units, self.width, self.changes, self.neighbours = units, width, changes, neighbours
-            self.pitch_classes = pitch_classes
+            self.pitch_classes, self.beat = pitch_classes, beat
             self.parts = neighbour_parts(width, neighbours, pitch_classes)
 
         def build(self, input_shape):
@@ -247,19 +271,22 @@ def nade_class():
             self.w, self.v = weight("w"), weight("v")
             if self.changes:
                 self.c, self.q = weight("c"), weight("q")
-            if self.neighbours:  # [sounded before? 0/1, offset]; 0 at first: the NADE it starts from
-                k = self.neighbours
-                for name, size in (("new", k), ("held", k), ("around", 2 * k)):
-                    setattr(self, name, self.add_weight(name=name, shape=(2, size), initializer="zeros"))
+            # [sounded before? 0/1, offset]; 0 at first: the NADE it starts from. In NadeWeights' order.
+            k, sizes = self.neighbours, {}
+            if k:
+                sizes = {"new": k, "held": k, "around": 2 * k}
             if self.pitch_classes:
-                for name in ("new_pc", "held_pc", "around_pc"):
-                    setattr(self, name, self.add_weight(name=name, shape=(2, 12), initializer="zeros"))
+                sizes |= {"new_pc": 12, "held_pc": 12, "around_pc": 12}
+            for suffix in ("", "_beat") if self.beat else ("",):
+                for name, size in sizes.items():
+                    setattr(self, name + suffix, self.add_weight(name=name + suffix, shape=(2, size), initializer="zeros"))
             super().build(input_shape)
 
-        def neighbour_logits(self, frames, before):
-            """The neighbours' terms of every pitch's logit (B, T, D), at the pitch's previous value."""
+        def neighbour_logits(self, frames, before, suffix=""):
+            """The neighbours' terms of every pitch's logit (B, T, D), at the pitch's previous value
+            (``suffix`` '_beat': of the beat's weights)."""
             def matrix(kind, g):  # index 0: no neighbour, a weight of 0
-                return tf.add_n([tf.gather(tf.pad(getattr(self, name)[g], [[1, 0]]), tf.constant(index))
+                return tf.add_n([tf.gather(tf.pad(getattr(self, name + suffix)[g], [[1, 0]]), tf.constant(index))
                                  for name, index in self.parts[kind]])
 
             new, held = frames * (1 - before), frames * before
@@ -269,9 +296,11 @@ def nade_class():
             return (1 - before) * per_value[0] + before * per_value[1]
 
         def call(self, inputs):
-            b_v, b_h, frames, before = inputs
+            b_v, b_h, frames, before = inputs[:4]
             if self.parts:
                 b_v += self.neighbour_logits(frames, before)
+            if self.beat:
+                b_v += inputs[4] * self.neighbour_logits(frames, before, "_beat")
             changed = tf.abs(frames - before) if self.changes else None
             segments, a = self.hidden_inputs(b_h, frames, changed)
             hidden = tf.sigmoid(a)

@@ -67,7 +67,8 @@ class NadeWeights(typing.NamedTuple):
     """The NADE's weights as numpy arrays: ``w``, ``v`` (D, H); with ``LSTMConfig.nade_changes``
     ``c``, ``q`` (D, H); with ``LSTMConfig.nade_neighbours`` = K ``new``, ``held`` (2, K) and
     ``around`` (2, 2K); with ``LSTMConfig.nade_pitch_classes`` ``new_pc``, ``held_pc``,
-    ``around_pc`` (2, 12) (``model.nade_class``)."""
+    ``around_pc`` (2, 12); with ``LSTMConfig.nade_beat`` each of those again, named + ``_beat``,
+    added on frames that fall on a beat (``model.nade_class``)."""
     w: np.ndarray
     v: np.ndarray
     c: np.ndarray | None = None
@@ -78,22 +79,32 @@ class NadeWeights(typing.NamedTuple):
     new_pc: np.ndarray | None = None
     held_pc: np.ndarray | None = None
     around_pc: np.ndarray | None = None
+    new_beat: np.ndarray | None = None
+    held_beat: np.ndarray | None = None
+    around_beat: np.ndarray | None = None
+    new_pc_beat: np.ndarray | None = None
+    held_pc_beat: np.ndarray | None = None
+    around_pc_beat: np.ndarray | None = None
 
-    def neighbour_matrices(self, width: int) -> dict[str, np.ndarray]:
+    def neighbour_matrices(self, width: int, suffix: str = "") -> dict[str, np.ndarray]:
         """{kind: (2, D, D)}: what pitch j adds to pitch i's logit at [g, j, i], g the value pitch
-        i had in the previous frame (``model.neighbour_parts``; empty without neighbour terms)."""
+        i had in the previous frame (``model.neighbour_parts``; empty without neighbour terms);
+        ``suffix`` '_beat': of the weights added on a beat (empty without them)."""
+        if suffix and self.new_beat is None and self.new_pc_beat is None:
+            return {}
         k = 0 if self.new is None else self.new.shape[1]
         parts = neighbour_parts(width, k, self.new_pc is not None)
-        return {kind: np.stack([sum(np.pad(getattr(self, name)[g], (1, 0))[index] for name, index in named)
+        return {kind: np.stack([sum(np.pad(getattr(self, name + suffix)[g], (1, 0))[index] for name, index in named)
                                 for g in (0, 1)]) for kind, named in parts.items()}
 
 
-def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None):
+def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None, beat=None):
     """NADE over one frame per row, pitch by pitch from the lowest: (conditionals (B, D), frames (B, D)).
 
     ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128); ``weights`` the NADE's; ``c``,
     ``q`` and the neighbours' weights read each row's previous frame ``prev`` (B, D): the
-    arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a time. With
+    arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a time; the
+    beat's weights, if any, count for the rows whose ``beat`` (B,) is 1 (None: no row is on a beat). With
     ``frames`` given the conditionals are those of these frames (scoring); otherwise pitch i of row
     r sounds when ``u[r, i]`` is below its conditional, the logit divided by ``temps[r]``
     (sampling). A row's numbers depend only on its own biases, uniforms and previous frame: each
@@ -105,13 +116,18 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     sampling = frames is None
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
     near = weights.neighbour_matrices(d)
+    on_beat = weights.neighbour_matrices(d, "_beat")
+    # the sets of neighbour weights and their gain per row: a row on a beat adds the beat's set
+    if on_beat:
+        gain = np.zeros((len(biases), 1), np.float32) if beat is None else np.asarray(beat, np.float32)[:, None]
+    sets = [(near, 1)] + ([(on_beat, gain)] if on_beat else [])
     if c is not None or near:
         prev = np.asarray(prev, np.float32)
     if c is not None:
         sign = 2 * prev - 1
     if near:  # the neighbours' terms so far, each pitch's at its value in the previous frame
         was_on = prev > 0
-        lift = _pick(was_on, prev @ near["around"][0], prev @ near["around"][1])
+        lift = sum(gain * _pick(was_on, prev @ m["around"][0], prev @ m["around"][1]) for m, gain in sets)
     probs = np.empty_like(out)
     hidden = _sigmoid(NUMPY, a)
     for i in range(d):
@@ -133,8 +149,9 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
             moved = True
             if near:  # a sounding pitch moves the logits of the pitches above it (0 for the rest)
                 started = (on * (1 - prev[:, i]))[:, None]
-                lift += (started * _pick(was_on, near["new"][0, i], near["new"][1, i])
-                         + (on[:, None] - started) * _pick(was_on, near["held"][0, i], near["held"][1, i]))
+                for m, gain in sets:
+                    lift += gain * (started * _pick(was_on, m["new"][0, i], m["new"][1, i])
+                                    + (on[:, None] - started) * _pick(was_on, m["held"][0, i], m["held"][1, i]))
         changed = (on != prev[:, i]).astype(np.float32) if c is not None else None
         if changed is not None and changed.any():
             a += changed[:, None] * c[i]
