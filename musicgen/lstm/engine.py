@@ -311,9 +311,7 @@ class Extender:
         conditionals whose binary cross-entropy against the roll is its exact NLL. ``positions``:
         the piece's bar positions (``musicgen.dataset.Record.positions``); None: 4/4 on the
         run's grid (:meth:`positions`)."""
-        frames = (np.asarray(roll) > 0).astype(np.float32)
-        positions = self.positions(len(frames)) if positions is None else positions
-        out = self._outputs(frames, chunk, positions)
+        frames, positions, out = self._read(roll, chunk, positions)
         if self.cfg.head == "nade":
             return nade(out, self.net.nade_weights, frames=frames[1:], prev=frames[:-1],
                         beat=self._beats(frames, positions))[0]
@@ -325,9 +323,7 @@ class Extender:
         pitch from the lowest, each decided given the decisions below it (a greedy decoding: its
         conditionals at the true frame would peek at that frame's lower notes). ``positions`` as
         for :meth:`predict_next`."""
-        frames = (np.asarray(roll) > 0).astype(np.float32)
-        positions = self.positions(len(frames)) if positions is None else positions
-        out = self._outputs(frames, chunk, positions)
+        frames, positions, out = self._read(roll, chunk, positions)
         if self.cfg.head != "nade":
             return (out >= threshold).astype(np.float32)
         # on when u < p: u just below the threshold makes "p >= threshold" the rule
@@ -340,11 +336,16 @@ class Extender:
         frames before it: binary (T-1, 128), uniforms from ``seed``. What the net would play next
         at every step of real music; in a continuation (:meth:`extend`) it reads its own draws, so
         the two differ by what its slips lead to. ``positions`` as for :meth:`predict_next`."""
-        frames = (np.asarray(roll) > 0).astype(np.float32)
-        positions = self.positions(len(frames)) if positions is None else positions
-        out = self._outputs(frames, chunk, positions)
+        frames, positions, out = self._read(roll, chunk, positions)
         u = np.random.default_rng(seed).random((len(out), 128))
         return self.sample(out, u, np.ones(len(out), np.float32), frames[:-1], self._beats(frames, positions))
+
+    def _read(self, roll: np.ndarray, chunk: int, positions=None):
+        """(binary frames (T, 128) of one roll, their bar positions (None: :meth:`positions`), the
+        head outputs of steps 0..T-2 (:meth:`_outputs`))."""
+        frames = (np.asarray(roll) > 0).astype(np.float32)
+        positions = self.positions(len(frames)) if positions is None else positions
+        return frames, positions, self._outputs(frames, chunk, positions)
 
     def _beats(self, frames: np.ndarray, positions) -> np.ndarray:
         """:func:`.model.on_beat` of the steps 1..T-1 of ``frames`` (T, 128) at bar ``positions``."""
