@@ -175,7 +175,7 @@ def _beats(inp, cfg: LSTMConfig):
 
     if cfg.head != "nade" or not cfg.nade_beat:
         return None
-    columns = [c for c in range(cfg.steps_per_bar) if c % cfg.nade_beat == 0]
+    columns = [int(c) for c in np.flatnonzero(on_beat(np.arange(cfg.steps_per_bar), cfg))]
     return keras.layers.Lambda(lambda t: tf.reduce_sum(tf.gather(t[:, 1:, 128:], columns, axis=-1), -1, keepdims=True),
                                name="on_beat")(inp)
 
@@ -249,9 +249,9 @@ def nade_class():
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
-        ``neighbours``), with ``beat`` whether each frame falls on a beat (B, T, 1). Output: the D conditionals of each frame, all pitches in one pass (the
-        hidden inputs of every pitch at once, one per stretch of pitches between two sounding or
-        changed ones: :meth:`hidden_inputs`).
+        ``neighbours``), with ``beat`` whether each frame falls on a beat (B, T, 1). Output: the
+        D conditionals of each frame, all pitches in one pass (the hidden inputs of every pitch at
+        once, one per stretch of pitches between two sounding or changed ones: :meth:`hidden_inputs`).
         Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
