@@ -16,8 +16,9 @@ clash share of the continuations and of the real music in each quarter of their 
 over the seed sets): do a continuation's clashes grow as it goes? ``episodes``: each clash as
 an *episode*, one pair of pitches a semitone apart in pitch class (1, 11, 13, 23, ... semitones)
 sounding together over consecutive frames, pooled over the seed sets: episodes per 100 sounding
-frames, their mean length in steps, the share by length (1, 2, 3, 4 or more steps), and the
-share that start on a beat (a step whose bar position is a multiple of the grid's steps per beat).
+frames, their mean length in steps, the share by length (1, 2, 3, 4 or more steps), the share
+that start on a beat (a step whose bar position is a multiple of the grid's steps per beat), and
+those a beat or longer per 100 sounding frames and by the step of the beat they start on.
 ``by_beat``: the clash share of the frames on a beat and of those between beats, for the
 continuations, the frames drawn from the true past and the real music, pooled over the seed sets.
 Prints one JSON object.
@@ -37,26 +38,31 @@ _LOW, _HIGH = np.nonzero(np.triu((np.subtract.outer(np.arange(128), np.arange(12
                                  | (np.subtract.outer(np.arange(128), np.arange(128)) % 12 == 1), 1))
 
 
-def episodes(frames: np.ndarray, on_beat: np.ndarray) -> np.ndarray:
-    """(length, starts on a beat) of each clash episode of bool ``frames`` (T, 128): a pair of
-    pitches a semitone apart in pitch class sounding together over consecutive frames; ``on_beat``
-    (T,) bool. An array (episodes, 2)."""
+def episodes(frames: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """(length, step of the beat it starts on) of each clash episode of bool ``frames`` (T, 128):
+    a pair of pitches a semitone apart in pitch class sounding together over consecutive frames;
+    ``phase`` (T,) each frame's step of its beat (0: on the beat). An array (episodes, 2)."""
     both = np.pad(frames[:, _LOW] & frames[:, _HIGH], ((1, 1), (0, 0))).astype(np.int8)
     edges = np.diff(both, axis=0).T  # per pair, +1 where an episode starts, -1 after it ends
     _, starts = np.nonzero(edges == 1)
     _, ends = np.nonzero(edges == -1)
-    return np.stack([ends - starts, on_beat[starts]], 1)
+    return np.stack([ends - starts, phase[starts]], 1)
 
 
-def episode_stats(found: list, sounding: int) -> dict:
-    """Pooled figures of :func:`episodes` arrays over ``sounding`` sounding frames."""
+def episode_stats(found: list, sounding: int, per_beat: int) -> dict:
+    """Pooled figures of :func:`episodes` arrays over ``sounding`` sounding frames, on a grid of
+    ``per_beat`` steps a beat: ``long_by_start``, the episodes of a beat or longer by the step of
+    the beat they start on (Bach's clashes are passing notes an eighth long)."""
     e = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
     n = max(1, len(e))
     bins = {str(k): round(float(np.mean(np.minimum(e[:, 0], 4) == k)) if len(e) else 0.0, 3) for k in (1, 2, 3)}
+    long = e[e[:, 0] >= per_beat, 1]
     return {"per_100_frames": round(100 * len(e) / max(1, sounding), 2),
             "mean_length": round(float(e[:, 0].sum() / n), 2),
             "share_by_length": bins | {"4+": round(float(np.mean(e[:, 0] >= 4)) if len(e) else 0.0, 3)},
-            "share_on_beat": round(float(e[:, 1].sum() / n), 3)}
+            "share_on_beat": round(float(np.sum(e[:, 1] == 0) / n), 3),
+            "long_per_100_frames": round(100 * len(long) / max(1, sounding), 2),
+            "long_by_start": [int(np.sum(long == k)) for k in range(per_beat)]}
 
 
 def kind_counts(frames: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -104,8 +110,9 @@ def main(argv=None) -> dict:
     out = {"run": args.run, "data": args.data, "split": args.split, "sets": []}
     quarters = np.zeros((2, 4, 4), np.int64)  # [continuations, real][quarter][kind counts]
     per_beat = info.get("steps_per_beat")
-    beats = [(ext.positions(2 * steps, [m for m in meters[i] if m[0] < steps])[steps:] % per_beat == 0)
-             if per_beat else np.zeros(steps, bool) for i in _long_enough(rolls, steps, 32)]
+    phases = [ext.positions(2 * steps, [m for m in meters[i] if m[0] < steps])[steps:] % (per_beat or 1)
+              for i in _long_enough(rolls, steps, 32)]
+    beats = [phase == 0 for phase in phases]
     found = {"continuations": [], "real": []}
     sounding = dict.fromkeys(found, 0)
     beat_frames = {side: ([], []) for side in ("continuations", "next_frame", "real")}  # (on, between)
@@ -122,7 +129,7 @@ def main(argv=None) -> dict:
                     quarters[side, q] += kind_counts(full[part], full[part - 1])
         out["real"] = shares(real)
         for side, rolls_ in (("continuations", made), ("real", truths if k == 0 else [])):
-            found[side] += [episodes(r > 0, b) for r, b in zip(rolls_, beats)]
+            found[side] += [episodes(r > 0, phase) for r, phase in zip(rolls_, phases)]
             sounding[side] += sum(int((r > 0).any(1).sum()) for r in rolls_)
         for side, rolls_ in (("continuations", made), ("next_frame", nexts), ("real", truths if k == 0 else [])):
             for r, b in zip(rolls_, beats):
@@ -137,8 +144,8 @@ def main(argv=None) -> dict:
     out["by_quarter"] = {side: [shares(c)["all"] for c in q] for side, q in zip(("continuations", "real"), quarters)}
     out["by_beat"] = {side: {"on_beat": round(pooled_clash_share(on), 4), "between": round(pooled_clash_share(off), 4)}
                       for side, (on, off) in beat_frames.items()} if per_beat else None
-    out["episodes"] = {side: episode_stats(found[side], sounding[side]) | ({} if per_beat else {"share_on_beat": None})
-                       for side in found}
+    out["episodes"] = {side: episode_stats(found[side], sounding[side], per_beat or 1)
+                       | ({} if per_beat else {"share_on_beat": None, "long_by_start": None}) for side in found}
     print(json.dumps(out, indent=1))
     return out
 

@@ -90,7 +90,7 @@ def score_run(run: str, data: str, threshold: float = 0.5) -> dict:
     nade = cfg.head == "nade"
     return {"head": cfg.head, "nade_changes": nade and cfg.nade_changes,
             "nade_neighbours": cfg.nade_neighbours if nade else 0,
-            "nade_pitch_classes": nade and cfg.nade_pitch_classes, "nade_beat": cfg.nade_beat if nade else 0,
+            "nade_pitch_classes": nade and cfg.nade_pitch_classes, "nade_beat": list(cfg.nade_beat) if nade else [],
             "bar_positions": info.get("bar_positions", STEP_POSITIONS), "model": _rounded(model),
             "copy_last": _rounded(evaluate(on_keyboard(copy_last.predict), keys, threshold)),
             "evaluate_128": {k: full[k] for k in ("nll", "accuracy", "frames")} | {
@@ -175,7 +175,7 @@ def _nade_terms(run: dict) -> str:
     terms = (["the frame's changes"] if run.get("nade_changes") else []) + (
         [f"its neighbours (+-{run['nade_neighbours']} semitones)"] if run.get("nade_neighbours") else []) + (
         ["their pitch classes"] if run.get("nade_pitch_classes") else []) + (
-        ["apart on the beats"] if run.get("nade_beat") else [])
+        [f"apart every {'/'.join(map(str, run['nade_beat']))} steps"] if run.get("nade_beat") else [])
     return ", reading " + " and ".join(terms) if terms else ""
 
 

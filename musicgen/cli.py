@@ -46,6 +46,14 @@ def _split(text: str):
         raise argparse.ArgumentTypeError(str(e).replace("--split ", "")) from None
 
 
+def _positives(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers: '4,2' -> (4, 2)."""
+    try:
+        return tuple(_positive(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, not {text!r}") from None
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -389,9 +397,10 @@ def _train_arguments(c):
     c.add_argument("--nade-pitch-classes", action="store_const", const=True,
                    help="LSTM with the NADE head: also weigh the notes around each pitch by pitch class, at any "
                    "distance (off in every preset)")
-    c.add_argument("--nade-beat", type=int, metavar="STEPS",
-                   help="LSTM with the NADE head: a second set of those neighbour weights for frames on a beat, "
-                   "every STEPS steps of the bar (4 on a grid of 4 steps per beat; off in every preset)")
+    c.add_argument("--nade-beat", type=_positives, metavar="STEPS[,STEPS...]",
+                   help="LSTM with the NADE head: one more set of those neighbour weights per metrical level, for "
+                   "the frames every STEPS steps of the bar (4: the beats on a grid of 4 steps per beat; 4,2: the "
+                   "beats and the eighth notes; off in every preset)")
     c.add_argument("--patience", type=_positive, help="stop after this many epochs without a better val loss")
     c.add_argument("--ema", type=float, metavar="MOMENTUM",
                    help="LSTM: validate, checkpoint and keep a moving average of the weights with this momentum "

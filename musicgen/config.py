@@ -73,13 +73,15 @@ class LSTMConfig:
     # semitone from each other in the net's frames a third were beyond 13 semitones. False: the
     # head of every run trained before 2026-12-02.
     nade_pitch_classes: bool = False
-    # The NADE head's neighbour weights (nade_neighbours, nade_pitch_classes) get a second set,
-    # added where the frame decided falls on a beat: a bar position that is a multiple of this
-    # many steps (model.on_beat; 4 on the 4-steps-per-beat grid). In Bach a beat's frame holds a
-    # semitone clash half as often as the steps between (passing notes); the net drew them twice
-    # as often as Bach on the beats and a little less between. 0: none, the head of every run
-    # trained before 2026-12-07.
-    nade_beat: int = 0
+    # The NADE head's neighbour weights (nade_neighbours, nade_pitch_classes) get one more set per
+    # metrical level here, each added where the frame decided falls on that level: a bar position
+    # that is a multiple of its many steps (model.on_beat; (4,) the beats on the 4-steps-per-beat
+    # grid, (4, 2) the beats and the eighth notes, a frame on a beat adding both sets). In Bach a
+    # beat's frame holds a semitone clash half as often as the steps between (passing notes), and
+    # a clash struck on a beat or an eighth resolves at the next eighth; one set for every step
+    # cannot say either. (): none, the head of every run trained before 2026-12-07 (a run of that
+    # day wrote one level as a number).
+    nade_beat: tuple[int, ...] = ()
     patience: int | None = None  # epochs without a better val loss before stopping (None: never)
     # Polyak averaging: a moving average of the weights, updated after every batch with this
     # momentum (a window of about 1 / (1 - ema) batches; shorter over the first 9 / (1 - ema)
@@ -104,6 +106,10 @@ class LSTMConfig:
         that draws every step from its condition alone; the NADE still models each frame jointly)."""
         return self.frame_dropout >= 1 and not self.frame_dropout_scheduled
 
+    def __post_init__(self):
+        if isinstance(self.nade_beat, int):  # a run written on 2026-12-07: one level, or 0 for none
+            self.nade_beat = (self.nade_beat,) if self.nade_beat else ()
+
     def check(self) -> "LSTMConfig":
         _check_range("layers", self.layers, 1, 3)
         _check_range("units", self.units, 1, 4096)
@@ -120,7 +126,10 @@ class LSTMConfig:
             raise DataError("a many-to-one (study) LSTM has the factorized head")
         _check_range("nade_units", self.nade_units, 1, 4096)
         _check_range("nade_neighbours", self.nade_neighbours, 0, 127)
-        _check_range("nade_beat", self.nade_beat, 0, self.steps_per_bar)
+        for steps in self.nade_beat:
+            _check_range("nade_beat", steps, 1, self.steps_per_bar)
+        if len(set(self.nade_beat)) < len(self.nade_beat):
+            raise DataError(f"nade_beat has a level twice: {self.nade_beat}")
         if self.nade_beat and not (self.head == "nade" and self.position
                                    and (self.nade_neighbours or self.nade_pitch_classes)):
             raise DataError("nade_beat needs the nade head, bar positions and nade_neighbours or nade_pitch_classes")

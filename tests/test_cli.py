@@ -69,7 +69,8 @@ def test_train_options_reach_the_config():
     with pytest.raises(MusicgenError, match="--nade-pitch-classes"):
         config("vae", "--preset", "joint", "--nade-pitch-classes")
     assert not config("lstm", "--preset", "joint").nade_beat  # off in the presets
-    assert config("lstm", "--preset", "joint", "--nade-beat", "4").nade_beat == 4
+    assert config("lstm", "--preset", "joint", "--nade-beat", "4").nade_beat == (4,)
+    assert config("lstm", "--preset", "joint", "--nade-beat", "4,2").nade_beat == (4, 2)
     with pytest.raises(MusicgenError, match="--nade-beat"):
         config("vae", "--preset", "joint", "--nade-beat", "4")
     assert config("lstm", "--preset", "tiny", "--ema", "0.998").ema == 0.998

@@ -9,13 +9,14 @@ import pytest
 from musicgen import lstm
 from musicgen.config import LSTMConfig, preset
 from musicgen.errors import DataError
-from musicgen.lstm.model import nade_class, pitch_class_index
+from musicgen.lstm.model import beat_suffixes, nade_class, pitch_class_index
 from musicgen.lstm.step import NadeWeights, nade
 
 CFG = LSTMConfig(layers=1, units=24, dropout=0.0, window=12, batch_size=4, transpose=0, position=True,
                  steps_per_bar=4, head="nade", nade_units=10, learning_rate=1e-2)
 CHANGES = replace(CFG, nade_changes=True, nade_neighbours=13)  # the presets' NADE
-BEAT = replace(CHANGES, nade_pitch_classes=True, nade_beat=2)  # every neighbour term, apart on the beats
+# every neighbour term, apart on two metrical levels: the bar's first step, and every second step
+BEAT = replace(CHANGES, nade_pitch_classes=True, nade_beat=(4, 2))
 
 
 def _rolls(n=8, steps=30, seed=0):
@@ -32,51 +33,55 @@ def _rolls(n=8, steps=30, seed=0):
 
 @pytest.mark.parametrize("changes,neighbours,pitch_classes,beat",
                          [(False, 0, False, None), (True, 0, False, None), (True, 2, False, None), (True, 2, True, None),
-                          (False, 0, True, None), (True, 2, True, 1), (True, 2, True, 0), (False, 2, False, 1)])
+                          (False, 0, True, None), (True, 2, True, (1,)), (True, 2, True, (0,)), (False, 2, False, (1,)),
+                          (True, 2, True, (0, 1)), (False, 0, True, (1, 1))])
 def test_the_probabilities_of_all_frames_sum_to_one_on_a_toy_width(changes, neighbours, pitch_classes, beat):
     """On 6 pitches the 64 frames' probabilities, each the product of its conditionals, sum to 1
     (with ``changes``, after a previous frame that holds some of the pitches; with ``neighbours``,
     weights of the pitches up to 2 semitones around each; with ``pitch_classes``, weights by
-    pitch class; with ``beat`` 0 or 1, a second set of those weights, for a frame on a beat)."""
+    pitch class; with ``beat``, one more set of those weights per metrical level, the frame on the
+    levels marked 1)."""
     rng = np.random.default_rng(0)
     weights = NadeWeights(*(rng.normal(0, 1, (6, 5)).astype(np.float32) for _ in range(4 if changes else 2)))
     sizes = ({"new": 2, "held": 2, "around": 4} if neighbours else {}) | (
         {"new_pc": 12, "held_pc": 12, "around_pc": 12} if pitch_classes else {})
-    for suffix in ("", "_beat") if beat is not None else ("",):
-        weights = weights._replace(**{name + suffix: rng.normal(0, 2, (2, size)).astype(np.float32)
-                                      for name, size in sizes.items()})
+    weights = weights._replace(**{name: rng.normal(0, 2, (2, size)).astype(np.float32) for name, size in sizes.items()})
+    levels = tuple({name: rng.normal(0, 2, (2, sizes[name])).astype(np.float32) if name in sizes else None
+                    for name in NadeWeights._fields[4:-1]} for _ in beat or ())
+    weights = weights._replace(beat=levels)
     frames = np.array(list(itertools.product([0, 1], repeat=6)), np.float32)
     biases = np.tile(rng.normal(0, 1, 6 + 5).astype(np.float32), (64, 1))
     prev = np.tile(np.array([1, 0, 0, 1, 1, 0], np.float32), (64, 1))
-    beats = np.full(64, beat or 0, np.float32)
+    beats = np.tile(np.array(beat or (), np.float32), (64, 1))  # (64, levels)
     p, _ = nade(biases, weights, frames=frames, prev=prev, beat=beats)
     joint = np.prod(np.where(frames > 0, p, 1 - p), axis=1, dtype=np.float64)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
     if changes:  # the previous frame is read: another one gives other conditionals
         assert not np.allclose(nade(biases, weights, frames=frames, prev=1 - prev)[0], p, atol=1e-3)
     if neighbours:  # the neighbours' weights count
-        plain = weights._replace(new=None, held=None, around=None)
+        plain = weights._replace(new=None, held=None, around=None, beat=())
         assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
     if pitch_classes and beat is None:  # and the pitch classes'
         plain = weights._replace(new_pc=None, held_pc=None, around_pc=None)
         assert not np.allclose(nade(biases, plain, frames=frames, prev=prev)[0], p, atol=1e-3)
-    if beat is not None:  # the beat's weights count on a beat and only there
+    if beat is not None:  # each level's weights count where the frame is on the level, and only there
         other = nade(biases, weights, frames=frames, prev=prev, beat=1 - beats)[0]
         assert not np.allclose(other, p, atol=1e-3)
-        alone = NadeWeights(*weights[:len(NadeWeights._fields) - 6])
-        np.testing.assert_array_equal(nade(biases, alone, frames=frames, prev=prev)[0], other if beat else p)
+        on = weights._replace(beat=tuple(level for level, b in zip(levels, beat) if b))
+        np.testing.assert_array_equal(nade(biases, on, frames=frames, prev=prev, beat=np.ones((64, sum(beat))))[0], p)
     # The Keras layer gives the same conditionals in one pass.
     layer = nade_class()(5, width=6, changes=changes, neighbours=neighbours, pitch_classes=pitch_classes,
-                         beat=beat is not None)
+                         beat=len(levels))
     layer.build(None)
-    layer.set_weights([t for t in weights if t is not None])
+    layer.set_weights([t for t in weights[:-1] if t is not None]
+                      + [t for level in levels for t in level.values() if t is not None])
     keras_p = layer([biases[None, :, :6], biases[None, :, 6:], frames[None], prev[None]]
-                    + ([beats[None, :, None]] if beat is not None else [])).numpy()[0]
+                    + ([beats[None]] if levels else [])).numpy()[0]
     np.testing.assert_allclose(keras_p, p, atol=1e-6)
     # Sampling draws frames with those probabilities (a frequency check, 20,000 draws).
     u = rng.random((20_000, 6))
     _, drawn = nade(np.tile(biases[:1], (20_000, 1)), weights, u=u, temps=np.ones(20_000, np.float32),
-                    prev=np.tile(prev[:1], (20_000, 1)), beat=np.full(20_000, beat or 0, np.float32))
+                    prev=np.tile(prev[:1], (20_000, 1)), beat=np.tile(beats[:1], (20_000, 1)))
     index = (drawn @ (2 ** np.arange(5, -1, -1))).astype(int)
     freq = np.bincount(index, minlength=64) / 20_000
     assert np.abs(freq - joint).max() < 0.02
@@ -117,13 +122,14 @@ def trained_changes():
 
 @pytest.fixture(scope="module")
 def trained_beat():
-    """The toy has no beats to learn, so the beat's weights are set at random (scale 2): a sampler
-    that put them on other frames than training does would draw other notes."""
+    """The toy has no beats to learn, so the weights of the metrical levels are set at random
+    (scale 2): a sampler that put them on other frames than training does would draw other notes."""
     model, first, last = _train(BEAT)
     layer, rng = model.get_layer("nade"), np.random.default_rng(0)
-    for name in ("new_beat", "held_beat", "around_beat", "new_pc_beat", "held_pc_beat", "around_pc_beat"):
-        v = getattr(layer, name)
-        v.assign(rng.normal(0, 2, v.shape).astype(np.float32))
+    for suffix in beat_suffixes(len(BEAT.nade_beat)):
+        for name in ("new", "held", "around", "new_pc", "held_pc", "around_pc"):
+            v = getattr(layer, name + suffix)
+            v.assign(rng.normal(0, 2, v.shape).astype(np.float32))
     return model, first, last
 
 
@@ -166,8 +172,8 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(name,
     u = np.random.default_rng(5).random((10, 128))  # a Row's uniforms of seed 5 (one chunk)
     prev = prompt[-1:]
     for t in range(10):  # sample 10 frames, keeping the conditionals used
-        step = len(prompt) + t  # the step of the frame drawn: on a beat every nade_beat steps of the bar
-        beat = np.array([step % cfg.steps_per_bar % max(1, cfg.nade_beat) == 0], np.float32)
+        step = len(prompt) + t  # the step of the frame drawn: on a level every so many steps of the bar
+        beat = np.array([[step % cfg.steps_per_bar % steps == 0 for steps in cfg.nade_beat]], np.float32)
         p, prev = nade(out, ext.net.nade_weights, u=u[t:t + 1], temps=np.ones(1, np.float32), prev=prev, beat=beat)
         conditionals.append(p[0])
         drawn.append(prev[0])
@@ -237,8 +243,14 @@ def test_bad_head_settings_are_one_line_errors():
     with pytest.raises(DataError, match="nade_units"):
         replace(CFG, nade_units=0).check()
     with pytest.raises(DataError, match="nade_beat"):  # the beat's weights are neighbour weights: none here
-        replace(CFG, nade_beat=2).check()
+        replace(CFG, nade_beat=(2,)).check()
     with pytest.raises(DataError, match="nade_beat"):
         replace(BEAT, position=False).check()
     with pytest.raises(DataError, match="nade_beat"):
-        replace(BEAT, nade_beat=5).check()  # more than a bar (steps_per_bar 4)
+        replace(BEAT, nade_beat=(5,)).check()  # more than a bar (steps_per_bar 4)
+    with pytest.raises(DataError, match="nade_beat"):
+        replace(BEAT, nade_beat=(2, 2)).check()  # a level twice
+    with pytest.raises(DataError, match="nade_beat"):
+        replace(BEAT, nade_beat=(4, 0)).check()
+    # a run written on 2026-12-07 holds one level as a number
+    assert replace(BEAT, nade_beat=4).nade_beat == (4,) and replace(BEAT, nade_beat=0).nade_beat == ()

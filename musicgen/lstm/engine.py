@@ -294,7 +294,8 @@ class Extender:
     def sample(self, out: np.ndarray, u: np.ndarray, temps: np.ndarray, prev: np.ndarray, beat=None) -> np.ndarray:
         """Binary frames (B, 128) float32 drawn from head outputs ``out`` of :meth:`step` with
         uniforms ``u`` (B, 128) at temperatures ``temps`` (B,), after the frames ``prev`` (B, 128)
-        the step read, ``beat`` (B,) 1 for the frames that fall on a beat (:func:`.model.on_beat`):
+        the step read, ``beat`` (B, levels) 1 where a frame falls on a metrical level of the
+        NADE's beat weights (:func:`.model.on_beat`):
         each pitch on its own (factorized, :func:`sample_frames`) or pitch by pitch from the lowest,
         each drawn given those below it (NADE, :func:`~musicgen.lstm.step.nade`)."""
         if self.cfg.head == "nade":

@@ -161,22 +161,30 @@ def _targets(inp, cfg: LSTMConfig):
 
 
 def on_beat(positions, cfg: LSTMConfig) -> np.ndarray:
-    """Whether steps at bar ``positions`` (integers; negative: none) fall on a beat for the NADE's
-    beat weights (``LSTMConfig.nade_beat``): float32 1 where the position, wrapped as the network
-    input's one-hot wraps it (:func:`network_input`), is a multiple of ``nade_beat``."""
-    p = np.asarray(positions, np.int64)
-    return ((p >= 0) & (p % cfg.steps_per_bar % max(1, cfg.nade_beat) == 0)).astype(np.float32)
+    """Which metrical levels of the NADE's beat weights (``LSTMConfig.nade_beat``) steps at bar
+    ``positions`` (integers; negative: none) fall on: float32 (N, levels), 1 where the position,
+    wrapped as the network input's one-hot wraps it (:func:`network_input`), is a multiple of the
+    level's steps."""
+    p = np.asarray(positions, np.int64)[:, None]
+    steps = np.array(cfg.nade_beat, np.int64)[None]
+    return ((p >= 0) & (p % cfg.steps_per_bar % steps == 0)).astype(np.float32)
+
+
+def beat_suffixes(levels: int) -> list[str]:
+    """The names' suffixes of the NADE's weights for each metrical level (``_beat``: the first,
+    as runs with one level named it; ``_beat_1``, ``_beat_2``, ...: the next)."""
+    return ["_beat" + (f"_{level}" if level else "") for level in range(levels)]
 
 
 def _beats(inp, cfg: LSTMConfig):
-    """With ``cfg.nade_beat``, 1 for the target frames 1..W that fall on a beat (B, W, 1) (the
-    columns of their position one-hot that :func:`on_beat` counts), else None."""
+    """With ``cfg.nade_beat``, 1 for the target frames 1..W on each metrical level (B, W, levels)
+    (the columns of their position one-hot that :func:`on_beat` counts), else None."""
     from ..keras import keras, tf
 
     if cfg.head != "nade" or not cfg.nade_beat:
         return None
-    columns = [int(c) for c in np.flatnonzero(on_beat(np.arange(cfg.steps_per_bar), cfg))]
-    return keras.layers.Lambda(lambda t: tf.reduce_sum(tf.gather(t[:, 1:, 128:], columns, axis=-1), -1, keepdims=True),
+    levels = tf.constant(on_beat(np.arange(cfg.steps_per_bar), cfg))  # (steps_per_bar, levels)
+    return keras.layers.Lambda(lambda t: tf.tensordot(t[:, 1:, 128:128 + cfg.steps_per_bar], levels, 1),
                                name="on_beat")(inp)
 
 
@@ -218,7 +226,7 @@ def _output(cfg: LSTMConfig, inp, x, targets=None, beats=None):
 def nade_layer(cfg: LSTMConfig):
     """The NADE layer of ``cfg`` (:func:`nade_class`)."""
     return nade_class()(cfg.nade_units, changes=cfg.nade_changes, neighbours=cfg.nade_neighbours,
-                        pitch_classes=cfg.nade_pitch_classes, beat=bool(cfg.nade_beat), name="nade")
+                        pitch_classes=cfg.nade_pitch_classes, beat=len(cfg.nade_beat), name="nade")
 
 
 @functools.cache
@@ -242,21 +250,22 @@ def nade_class():
         ``pitch_classes`` (``LSTMConfig.nade_pitch_classes``) it adds the same three kinds of
         weights by pitch class, at any distance (``new_pc``, ``held_pc``, ``around_pc``: 12 each,
         by the interval modulo the octave, :func:`pitch_class_index`).
-        With ``beat`` (``LSTMConfig.nade_beat``) every one of those weights has a second, added
-        where the frame decided falls on a beat (its name + ``_beat``): in Bach a beat's frame holds
-        a semitone clash about half as often as the steps between beats (passing notes), which
-        one set of weights for both cannot say.
+        With ``beat`` = L metrical levels (``LSTMConfig.nade_beat``) every one of those weights has
+        L more, each added where the frame decided falls on its level (its name + a suffix of
+        :func:`beat_suffixes`): in Bach a beat's frame holds a semitone clash about half as often
+        as the steps between beats (passing notes), and a clash struck on a beat or an eighth
+        resolves at the next eighth, which one set of weights for every step cannot say.
 
         Inputs: visible biases (B, T, D), hidden biases (B, T, H), frames v (B, T, D) (D = ``width``,
         128 pitches), the previous frames u (B, T, D) (read only with ``changes`` or
-        ``neighbours``), with ``beat`` whether each frame falls on a beat (B, T, 1). Output: the
+        ``neighbours``), with ``beat`` whether each frame falls on each level (B, T, L). Output: the
         D conditionals of each frame, all pitches in one pass (the hidden inputs of every pitch at
         once, one per stretch of pitches between two sounding or changed ones: :meth:`hidden_inputs`).
         Sampling runs the same arithmetic pitch by pitch (:func:`musicgen.lstm.step.nade`).
         """
 
         def __init__(self, units: int, width: int = 128, changes: bool = False, neighbours: int = 0,
-                     pitch_classes: bool = False, beat: bool = False, **kwargs):
+                     pitch_classes: bool = False, beat: int = 0, **kwargs):
             super().__init__(**kwargs)
             self.units, self.width, self.changes, self.neighbours = units, width, changes, neighbours
             self.pitch_classes, self.beat = pitch_classes, beat
@@ -277,14 +286,14 @@ def nade_class():
                 sizes = {"new": k, "held": k, "around": 2 * k}
             if self.pitch_classes:
                 sizes |= {"new_pc": 12, "held_pc": 12, "around_pc": 12}
-            for suffix in ("", "_beat") if self.beat else ("",):
+            for suffix in ["", *beat_suffixes(self.beat)]:
                 for name, size in sizes.items():
                     setattr(self, name + suffix, self.add_weight(name=name + suffix, shape=(2, size), initializer="zeros"))
             super().build(input_shape)
 
         def neighbour_logits(self, frames, before, suffix=""):
             """The neighbours' terms of every pitch's logit (B, T, D), at the pitch's previous value
-            (``suffix`` '_beat': of the beat's weights)."""
+            (``suffix`` one of :func:`beat_suffixes`: of that metrical level's weights)."""
             def matrix(kind, g):  # index 0: no neighbour, a weight of 0
                 return tf.add_n([tf.gather(tf.pad(getattr(self, name + suffix)[g], [[1, 0]]), tf.constant(index))
                                  for name, index in self.parts[kind]])
@@ -299,8 +308,8 @@ def nade_class():
             b_v, b_h, frames, before = inputs[:4]
             if self.parts:
                 b_v += self.neighbour_logits(frames, before)
-            if self.beat:
-                b_v += inputs[4] * self.neighbour_logits(frames, before, "_beat")
+            for level, suffix in enumerate(beat_suffixes(self.beat)):
+                b_v += inputs[4][..., level:level + 1] * self.neighbour_logits(frames, before, suffix)
             changed = tf.abs(frames - before) if self.changes else None
             segments, a = self.hidden_inputs(b_h, frames, changed)
             hidden = tf.sigmoid(a)

@@ -17,7 +17,7 @@ import typing
 import numpy as np
 
 from ..config import LSTMConfig
-from .model import input_width, neighbour_parts
+from .model import beat_suffixes, input_width, neighbour_parts
 
 XLA_MIN_WEIGHTS = 3_000_000  # LSTM kernel floats from which batched steps run in XLA
 HALF = np.float32(0.5)
@@ -67,8 +67,9 @@ class NadeWeights(typing.NamedTuple):
     """The NADE's weights as numpy arrays: ``w``, ``v`` (D, H); with ``LSTMConfig.nade_changes``
     ``c``, ``q`` (D, H); with ``LSTMConfig.nade_neighbours`` = K ``new``, ``held`` (2, K) and
     ``around`` (2, 2K); with ``LSTMConfig.nade_pitch_classes`` ``new_pc``, ``held_pc``,
-    ``around_pc`` (2, 12); with ``LSTMConfig.nade_beat`` each of those again, named + ``_beat``,
-    added on frames that fall on a beat (``model.nade_class``)."""
+    ``around_pc`` (2, 12); ``beat``, with ``LSTMConfig.nade_beat``, one dict of those again per
+    metrical level ({name: array}), added on the frames that fall on the level
+    (``model.nade_class``)."""
     w: np.ndarray
     v: np.ndarray
     c: np.ndarray | None = None
@@ -79,23 +80,27 @@ class NadeWeights(typing.NamedTuple):
     new_pc: np.ndarray | None = None
     held_pc: np.ndarray | None = None
     around_pc: np.ndarray | None = None
-    new_beat: np.ndarray | None = None
-    held_beat: np.ndarray | None = None
-    around_beat: np.ndarray | None = None
-    new_pc_beat: np.ndarray | None = None
-    held_pc_beat: np.ndarray | None = None
-    around_pc_beat: np.ndarray | None = None
+    beat: tuple = ()
 
-    def neighbour_matrices(self, width: int, suffix: str = "") -> dict[str, np.ndarray]:
+    @classmethod
+    def of_layer(cls, layer) -> "NadeWeights":
+        """The weights of a built ``model.nade_class`` layer."""
+        def value(name):
+            return getattr(layer, name).numpy() if hasattr(layer, name) else None
+
+        levels = tuple({name: value(name + suffix) for name in cls._fields[4:-1]}
+                       for suffix in beat_suffixes(layer.beat))
+        return cls(*(value(name) for name in cls._fields[:-1]), beat=levels)
+
+    def neighbour_matrices(self, width: int, level: int | None = None) -> dict[str, np.ndarray]:
         """{kind: (2, D, D)}: what pitch j adds to pitch i's logit at [g, j, i], g the value pitch
         i had in the previous frame (``model.neighbour_parts``; empty without neighbour terms);
-        ``suffix`` '_beat': of the weights added on a beat (empty without them)."""
-        if suffix and self.new_beat is None and self.new_pc_beat is None:
-            return {}
+        ``level``: of the weights added on that metrical level (``beat``)."""
+        named = self._asdict() if level is None else self.beat[level]
         k = 0 if self.new is None else self.new.shape[1]
         parts = neighbour_parts(width, k, self.new_pc is not None)
-        return {kind: np.stack([sum(np.pad(getattr(self, name + suffix)[g], (1, 0))[index] for name, index in named)
-                                for g in (0, 1)]) for kind, named in parts.items()}
+        return {kind: np.stack([sum(np.pad(named[name][g], (1, 0))[index] for name, index in parts_of_kind)
+                                for g in (0, 1)]) for kind, parts_of_kind in parts.items()}
 
 
 def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames=None, prev=None, beat=None):
@@ -104,11 +109,11 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     ``biases`` (B, D + H) are :func:`cell`'s NADE output (D = 128); ``weights`` the NADE's; ``c``,
     ``q`` and the neighbours' weights read each row's previous frame ``prev`` (B, D): the
     arithmetic of the Keras layer (``musicgen.lstm.model.nade_class``) one pitch at a time; the
-    beat's weights, if any, count for the rows whose ``beat`` (B,) is 1 (None: no row is on a beat). With
-    ``frames`` given the conditionals are those of these frames (scoring); otherwise pitch i of row
-    r sounds when ``u[r, i]`` is below its conditional, the logit divided by ``temps[r]``
-    (sampling). A row's numbers depend only on its own biases, uniforms and previous frame: each
-    row sums its own products (no matmul across rows).
+    weights of a metrical level, if any, count for the rows whose ``beat`` (B, levels) is 1 there
+    (None: no row is on one). With ``frames`` given the conditionals are those of these frames
+    (scoring); otherwise pitch i of row r sounds when ``u[r, i]`` is below its conditional, the
+    logit divided by ``temps[r]`` (sampling). A row's numbers depend only on its own biases,
+    uniforms and previous frame: each row sums its own products (no matmul across rows).
     """
     w, v, c, q = weights[:4]
     d = len(w)
@@ -116,11 +121,10 @@ def nade(biases: np.ndarray, weights: NadeWeights, *, u=None, temps=None, frames
     sampling = frames is None
     out = np.zeros((len(biases), d), np.float32) if sampling else np.asarray(frames, np.float32)
     near = weights.neighbour_matrices(d)
-    on_beat = weights.neighbour_matrices(d, "_beat")
-    # the sets of neighbour weights and their gain per row: a row on a beat adds the beat's set
-    if on_beat:
-        gain = np.zeros((len(biases), 1), np.float32) if beat is None else np.asarray(beat, np.float32)[:, None]
-    sets = [(near, 1)] + ([(on_beat, gain)] if on_beat else [])
+    # the sets of neighbour weights and their gain per row: a row on a metrical level adds its set
+    levels = len(weights.beat)
+    at = np.zeros((len(biases), levels), np.float32) if beat is None else np.asarray(beat, np.float32)
+    sets = [(near, 1)] + [(weights.neighbour_matrices(d, level), at[:, level:level + 1]) for level in range(levels)]
     if c is not None or near:
         prev = np.asarray(prev, np.float32)
     if c is not None:
@@ -190,8 +194,7 @@ class StepNet:
         # model carries the layer as an attribute, a training model (a VAE's decoder) in its graph.
         if cfg.head == "nade":
             layer = getattr(model, "nade", None) or model.get_layer("nade")
-            self.nade_weights = NadeWeights(*(getattr(layer, k).numpy() if hasattr(layer, k) else None
-                                              for k in NadeWeights._fields))
+            self.nade_weights = NadeWeights.of_layer(layer)
         else:
             self.nade_weights = None
         # A conditioned LSTM's initial state is a Dense of the condition (model._initial_state).
