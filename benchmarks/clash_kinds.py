@@ -19,6 +19,11 @@ sounding together over consecutive frames, pooled over the seed sets: episodes p
 frames, their mean length in steps, the share by length (1, 2, 3, 4 or more steps), the share
 that start on a beat (a step whose bar position is a multiple of the grid's steps per beat), and
 those a beat or longer per 100 sounding frames and by the step of the beat they start on.
+``held_clash_goes_on``: by the step of the beat, [how often, share]: a clash pair sounding at the
+step before keeps its lower pitch, and its upper pitch goes on too, in the continuations, in the
+real music, and as the net's conditional on the real music (``teacher_forced``, the net reading
+the true frames): a net that lets a clash go in Bach's own context but holds it in its own
+continuations holds what its slips led to.
 ``by_beat``: the clash share of the frames on a beat and of those between beats, for the
 continuations, the frames drawn from the true past and the real music, pooled over the seed sets.
 Prints one JSON object.
@@ -63,6 +68,19 @@ def episode_stats(found: list, sounding: int, per_beat: int) -> dict:
             "share_on_beat": round(float(np.sum(e[:, 1] == 0) / n), 3),
             "long_per_100_frames": round(100 * len(long) / max(1, sounding), 2),
             "long_by_start": [int(np.sum(long == k)) for k in range(per_beat)]}
+
+
+def held_clash_counts(frames: np.ndarray, phase: np.ndarray, per_beat: int, probs=None) -> np.ndarray:
+    """(per_beat, 2): by the step of the beat, how often a clash pair of bool ``frames`` (T + 1,
+    128; the first is the frame before) sounding at step t - 1 keeps its lower pitch at t, and how
+    often its upper pitch goes on too (with ``probs`` (T, 128), a net's conditionals of frames 1..T:
+    their sum for the upper pitch instead). ``phase`` (T,): each step's step of its beat."""
+    t, pair = np.nonzero(frames[:-1, _LOW] & frames[:-1, _HIGH] & frames[1:, _LOW])
+    goes_on = frames[1:][t, _HIGH[pair]] if probs is None else probs[t, _HIGH[pair]]
+    out = np.zeros((per_beat, 2))
+    np.add.at(out, (phase[t], 0), 1)
+    np.add.at(out, (phase[t], 1), goes_on)
+    return out
 
 
 def kind_counts(frames: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -110,12 +128,13 @@ def main(argv=None) -> dict:
     out = {"run": args.run, "data": args.data, "split": args.split, "sets": []}
     quarters = np.zeros((2, 4, 4), np.int64)  # [continuations, real][quarter][kind counts]
     per_beat = info.get("steps_per_beat")
-    phases = [ext.positions(2 * steps, [m for m in meters[i] if m[0] < steps])[steps:] % (per_beat or 1)
-              for i in _long_enough(rolls, steps, 32)]
+    prompt_meters = [[m for m in meters[i] if m[0] < steps] for i in _long_enough(rolls, steps, 32)]
+    phases = [ext.positions(2 * steps, meter)[steps:] % (per_beat or 1) for meter in prompt_meters]
     beats = [phase == 0 for phase in phases]
     found = {"continuations": [], "real": []}
     sounding = dict.fromkeys(found, 0)
     beat_frames = {side: ([], []) for side in ("continuations", "next_frame", "real")}  # (on, between)
+    held = {side: np.zeros((per_beat or 1, 2)) for side in ("continuations", "real", "teacher_forced")}
     for k in range(args.sets):
         heads, made, truths, nexts = continuations(ext, rolls, steps, 32, meters, first_seed=32 * k)
         # the frame before each: the prompt's last, then the continuation's own (or the true past's)
@@ -131,6 +150,12 @@ def main(argv=None) -> dict:
         for side, rolls_ in (("continuations", made), ("real", truths if k == 0 else [])):
             found[side] += [episodes(r > 0, phase) for r, phase in zip(rolls_, phases)]
             sounding[side] += sum(int((r > 0).any(1).sum()) for r in rolls_)
+        for side, rolls_ in (("continuations", made), ("real", truths if k == 0 else [])):
+            for h, r, phase in zip(heads, rolls_, phases):
+                held[side] += held_clash_counts(np.concatenate([h[-1:], r]) > 0, phase, per_beat or 1)
+        for h, r, phase, meter in zip(heads, truths if k == 0 else [], phases, prompt_meters):
+            probs = ext.predict_next(np.concatenate([h, r]), ext.positions(2 * steps, meter))[steps - 1:]
+            held["teacher_forced"] += held_clash_counts(np.concatenate([h[-1:], r]) > 0, phase, per_beat or 1, probs)
         for side, rolls_ in (("continuations", made), ("next_frame", nexts), ("real", truths if k == 0 else [])):
             for r, b in zip(rolls_, beats):
                 beat_frames[side][0].append(r[b])
@@ -146,6 +171,7 @@ def main(argv=None) -> dict:
                       for side, (on, off) in beat_frames.items()} if per_beat else None
     out["episodes"] = {side: episode_stats(found[side], sounding[side], per_beat or 1)
                        | ({} if per_beat else {"share_on_beat": None, "long_by_start": None}) for side in found}
+    out["held_clash_goes_on"] = {side: [[int(n), round(on / max(1, n), 3)] for n, on in c] for side, c in held.items()}
     print(json.dumps(out, indent=1))
     return out
 
