@@ -309,7 +309,9 @@ def from_dict(kind: str, values: dict):
 
 
 def to_dict(cfg) -> dict:
-    return asdict(cfg)
+    """``asdict`` as JSON keeps it (tuples as lists; :func:`from_dict` makes them tuples again),
+    so that a config and the same config read back from a run's JSON compare equal."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
 def _check_range(name, value, lo, hi):
