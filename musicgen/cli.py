@@ -147,7 +147,7 @@ def train_config(args):
                  "nade_neighbours": args.nade_neighbours, "nade_pitch_classes": args.nade_pitch_classes,
                  "nade_beat": args.nade_beat,
                  "patience": args.patience, "ema": args.ema,
-                 "half_speed": args.half_speed, "meter": args.meter}
+                 "half_speed": args.half_speed, "meter": args.meter, "own_draws": args.own_draws}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
                 "conductor_bar_steps": BAR_STEPS if args.conductor else None, "encoder": args.encoder,
                 "decoder_frame_dropout": args.frame_dropout}
@@ -155,7 +155,7 @@ def train_config(args):
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
         raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --nade-pitch-classes, --nade-beat, --patience, --ema, --half-speed and --no-meter are LSTM settings")
+                            "--nade-neighbours, --nade-pitch-classes, --nade-beat, --patience, --ema, --half-speed, --no-meter and --own-draws are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
@@ -411,6 +411,9 @@ def _train_arguments(c):
     c.add_argument("--no-meter", dest="meter", action="store_const", const=False,
                    help="LSTM: count each piece's steps from its start in bars of 16, ignoring its time "
                    "signatures (for a corpus whose time signatures are wrong)")
+    c.add_argument("--own-draws", type=float, metavar="SHARE",
+                   help="LSTM: in training, add to this share of the input frames the notes the net itself would slip in "
+                   "there, so it learns to go on from its own slips (0 to 1; default 0)")
     c.add_argument("--bars", type=_positive, help=f"VAE: pieces of this many bars of {BAR_STEPS} steps "
                    "(4/4 at 4 steps per beat; the presets: 4)")
     c.add_argument("--encoder", choices=["conv", "lstm"],

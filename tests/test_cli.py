@@ -32,6 +32,9 @@ def one_line_error(p):
     (["train", "vae", "--data", ".", "--out", "o", "--no-nade-changes"], "--no-nade-changes"),
     (["train", "vae", "--data", ".", "--out", "o", "--nade-neighbours", "4"], "--nade-neighbours"),
     (["train", "lstm", "--data", ".", "--out", "o", "--nade-neighbours", "-1"], "nade_neighbours"),
+    (["train", "lstm", "--data", ".", "--out", "o", "--nade-beat", "4,x"], "--nade-beat"),
+    (["train", "lstm", "--data", ".", "--out", "o", "--own-draws", "1.5"], "own_draws"),
+    (["train", "vae", "--data", ".", "--out", "o", "--own-draws", "0.3"], "--own-draws"),
     (["train", "lstm", "--data", ".", "--out", "o", "--bars", "16"], "--bars"),  # a VAE setting
     (["train", "vae", "--data", ".", "--out", "o", "--conductor"], "conductor_bar_steps"),  # tiny: conv decoder
     (["train", "vae", "--data", ".", "--out", "o", "--frame-dropout", "0.5"], "decoder_frame_dropout"),  # conv
@@ -75,6 +78,8 @@ def test_train_options_reach_the_config():
         config("vae", "--preset", "joint", "--nade-beat", "4")
     assert config("lstm", "--preset", "tiny", "--ema", "0.998").ema == 0.998
     assert config("lstm", "--preset", "tiny", "--half-speed", "0.25").half_speed == 0.25
+    assert config("lstm", "--preset", "joint", "--own-draws", "0.3").own_draws == 0.3
+    assert config("lstm", "--preset", "joint").own_draws == 0  # off in the presets
     with pytest.raises(MusicgenError, match="--half-speed"):
         config("vae", "--preset", "joint", "--half-speed", "0.25")
     assert config("lstm", "--preset", "tiny").steps_per_epoch is None  # the corpus's size decides

@@ -252,5 +252,45 @@ def test_bad_head_settings_are_one_line_errors():
         replace(BEAT, nade_beat=(2, 2)).check()  # a level twice
     with pytest.raises(DataError, match="nade_beat"):
         replace(BEAT, nade_beat=(4, 0)).check()
+    with pytest.raises(DataError, match="own_draws"):
+        replace(CFG, own_draws=1.5).check()
+    with pytest.raises(DataError, match="own_draws"):  # a VAE's decoder
+        replace(CFG, own_draws=0.3, condition=8).check()
+    with pytest.raises(DataError, match="own_draws"):  # the study's many-to-one net
+        replace(CFG, head="factorized", many_to_one=True, own_draws=0.3).check()
     # a run written on 2026-12-07 holds one level as a number
     assert replace(BEAT, nade_beat=4).nade_beat == (4,) and replace(BEAT, nade_beat=0).nade_beat == ()
+
+
+@pytest.mark.parametrize("head", ["nade", "factorized"])
+def test_own_draws_add_the_nets_slips_to_the_input_frames(head):
+    """With every input frame but the first given its slips (``own_draws`` 1) by a net that gives
+    every pitch P = 1, a training step is the plain network's step on the same windows with every
+    pitch of frames 1..W-1 on, and, for the NADE (whose targets they are too), those frames weighed 0."""
+    from musicgen.keras import keras, tf
+
+    cfg = replace(CFG, head=head, own_draws=1.0)
+    x, y, w = (a[:4] for a in lstm.val_arrays(_rolls(), cfg))
+    steps = {}
+    for name, c in (("own", cfg), ("plain", replace(cfg, own_draws=0.0))):
+        tf.keras.utils.set_random_seed(0)
+        model = lstm.build_model(c)
+        bias = model.get_layer("next_frame").bias
+        bias.assign(np.full(bias.shape, 20.0, np.float32))  # P(on) = 1 in float32: every pitch drawn
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.BinaryCrossentropy())
+        steps[name] = model
+    full, weight = x.copy(), w.copy()
+    full[:, 1:cfg.window, :128] = 1
+    if head == "nade":
+        weight[:, :-1] = 0
+    start = [v.numpy() for v in steps["own"].trainable_weights]
+    steps["own"].fit(x, y, sample_weight=w, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    steps["plain"].fit(full, y, sample_weight=weight, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    own = [v.numpy() for v in steps["own"].trainable_weights]
+    for a, b in zip(own, (v.numpy() for v in steps["plain"].trainable_weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(own, start))  # it did train
+    for v, a in zip(steps["plain"].trainable_weights, start):  # the plain step on the true frames differs
+        v.assign(a)
+    steps["plain"].fit(x, y, sample_weight=w, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    assert any(not np.allclose(a, v.numpy(), rtol=1e-5, atol=1e-6) for a, v in zip(own, steps["plain"].trainable_weights))

@@ -90,8 +90,49 @@ def build_model(cfg: LSTMConfig):
                               name=f"lstm_{i}")(x, initial_state=_pair(initial, i))
         if cfg.dropout and (not last or cfg.head == "nade"):  # and before the NADE head: its biases
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    return keras.Model(inputs if cfg.condition else inp, _output(cfg, lstm_in, x, _targets(inp, cfg), _beats(inp, cfg)),
-                       name="lstm_extender")
+    outputs = _output(cfg, lstm_in, x, _targets(inp, cfg), _beats(inp, cfg))
+    if cfg.own_draws:
+        return own_draws_class()(inp, outputs, rate=cfg.own_draws, nade=cfg.head == "nade", name="lstm_extender")
+    return keras.Model(inputs if cfg.condition else inp, outputs, name="lstm_extender")
+
+
+@functools.cache
+def own_draws_class():
+    """The training network of ``LSTMConfig.own_draws`` (after parallel scheduled sampling,
+    Duckworth et al. 2019): a Keras functional model whose training step first runs the batch
+    without gradient, draws each frame's pitches from the conditionals it gives (for the NADE
+    head: each pitch given the true frame's lower pitches, the teacher-forced pass, so one pass
+    draws every frame), and adds the drawn notes the true frame lacks (the net's slips) to a share
+    ``rate`` of the input frames 1..W-1, then trains on that input against the true next frames:
+    the net sees histories holding its own slips and learns the music after them. The true notes all
+    stay: replacing whole frames by draws (measured 2026-12-02) taught the net that the frame it
+    reads is unreliable, and its continuations changed chords at every other step. Frame 0 stays
+    true (a continuation starts from a true prompt). The NADE head reads the frame it predicts
+    from the same input (teacher forcing): a frame given slips is no longer its own target, so
+    its weight becomes 0. Validation and everything after training see the plain network."""
+    from ..keras import keras, tf
+
+    class OwnDraws(keras.Model):
+        def __init__(self, inputs, outputs, rate: float, nade: bool, **kwargs):
+            super().__init__(inputs, outputs, **kwargs)
+            self.rate, self.nade = rate, nade
+
+        def train_step(self, data):
+            x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+            weight = tf.ones(tf.shape(y)[:2], x.dtype) if weight is None else weight
+            p = tf.stop_gradient(self(x, training=False))  # (B, W, 128): frames 1..W
+            drawn = tf.cast(tf.random.uniform(tf.shape(p)) < p, x.dtype)
+            shape = tf.shape(p)
+            mixed = tf.cast(tf.random.uniform((shape[0], shape[1] - 1, 1)) < self.rate, x.dtype)
+            true = x[:, 1:shape[1], :128]
+            pitches = true + (1 - true) * drawn[:, :-1] * mixed  # the true notes and its slips
+            x = tf.concat([x[:, :1], tf.concat([pitches, x[:, 1:shape[1], 128:]], axis=-1), x[:, shape[1]:]], axis=1)
+            if self.nade:  # a frame given slips is no longer its own target
+                slipped = tf.reduce_max(pitches - true, axis=-1)
+                weight = weight * tf.concat([1 - slipped, tf.ones_like(weight[:, :1])], axis=1)
+            return super().train_step((x, y, weight))
+
+    return OwnDraws
 
 
 @functools.cache
