@@ -106,7 +106,7 @@ def own_draws_class():
     ``rate`` of the input frames 1..W-1, then trains on that input against the true next frames:
     the net sees histories holding its own slips and learns the music after them. The true notes all
     stay: replacing whole frames by draws (measured 2026-12-02) taught the net that the frame it
-    reads is unreliable, and its continuations changed chords at every other step. Frame 0 stays
+    reads is unreliable (its continuations changed their frame at 0.59 of steps, Bach 0.38). Frame 0 stays
     true (a continuation starts from a true prompt). The NADE head reads the frame it predicts
     from the same input (teacher forcing): a frame given slips is no longer its own target, so
     its weight becomes 0. Validation and everything after training see the plain network."""
