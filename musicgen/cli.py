@@ -142,10 +142,11 @@ def train_config(args):
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                  "steps_per_epoch": args.steps_per_epoch}
+    # the NADE head's inputs: the extender's, or the VAE's lstm decoder's
+    overrides.update({"nade_changes": args.nade_changes, "nade_neighbours": args.nade_neighbours,
+                      "nade_pitch_classes": args.nade_pitch_classes})
     lstm_only = {"layers": args.layers, "units": args.units, "window": args.window, "head": args.head,
-                 "nade_units": args.nade_units, "nade_changes": args.nade_changes,
-                 "nade_neighbours": args.nade_neighbours, "nade_pitch_classes": args.nade_pitch_classes,
-                 "nade_beat": args.nade_beat,
+                 "nade_units": args.nade_units, "nade_beat": args.nade_beat,
                  "patience": args.patience, "ema": args.ema,
                  "half_speed": args.half_speed, "meter": args.meter, "own_draws": args.own_draws}
     vae_only = {"height": args.bars and args.bars * BAR_STEPS,
@@ -154,13 +155,18 @@ def train_config(args):
     if args.model == "lstm":
         overrides.update(lstm_only)
     elif any(v is not None for v in lstm_only.values()):
-        raise MusicgenError("--layers, --units, --window, --head, --nade-units, --no-nade-changes, "
-                            "--nade-neighbours, --nade-pitch-classes, --nade-beat, --patience, --ema, --half-speed, --no-meter and --own-draws are LSTM settings")
+        raise MusicgenError("--layers, --units, --window, --head, --nade-units, "
+                            "--nade-beat, --patience, --ema, --half-speed, --no-meter and --own-draws are LSTM settings")
     if args.model == "vae":
         overrides.update(vae_only)
     elif any(v is not None for v in vae_only.values()):
         raise MusicgenError("--bars, --conductor, --encoder and --frame-dropout are VAE settings")
-    return preset(args.model, args.preset, **overrides)
+    cfg = preset(args.model, args.preset, **overrides)
+    if args.model == "vae" and cfg.decoder != "lstm" and any(
+            v is not None for v in (args.nade_changes, args.nade_neighbours, args.nade_pitch_classes)):
+        raise MusicgenError(f"--no-nade-changes, --nade-neighbours and --nade-pitch-classes are settings of a NADE "
+                            f"head; the {args.preset} VAE's decoder is convolutional (--preset joint has one)")
+    return cfg
 
 
 def cmd_evaluate(args):
@@ -389,13 +395,13 @@ def _train_arguments(c):
     c.add_argument("--head", choices=list(HEADS), help="LSTM output: nade (the frame jointly) or factorized")
     c.add_argument("--nade-units", type=_positive, help="hidden units of the NADE head")
     c.add_argument("--no-nade-changes", dest="nade_changes", action="store_const", const=False,
-                   help="LSTM with the NADE head: a NADE that does not read where the frame changes from the "
+                   help="LSTM and the VAE's lstm decoder (the NADE head): a NADE that does not read where the frame changes from the "
                    "previous one (the head of runs trained before 2026-11-30)")
     c.add_argument("--nade-neighbours", type=int, metavar="K",
-                   help="LSTM with the NADE head: the semitones around each pitch whose notes it weighs directly "
+                   help="the NADE head (LSTM, the VAE's lstm decoder): the semitones around each pitch whose notes it weighs directly "
                    "(presets: 13; 0: none, the head of runs trained before 2026-12-01)")
     c.add_argument("--nade-pitch-classes", action="store_const", const=True,
-                   help="LSTM with the NADE head: also weigh the notes around each pitch by pitch class, at any "
+                   help="the NADE head (LSTM, the VAE's lstm decoder): also weigh the notes around each pitch by pitch class, at any "
                    "distance (off in every preset)")
     c.add_argument("--nade-beat", type=_positives, metavar="STEPS[,STEPS...]",
                    help="LSTM with the NADE head: one more set of those neighbour weights per metrical level, for "

@@ -203,6 +203,12 @@ class VAEConfig:
     # state reset, reading only the previous bar's last frame (musicgen.vae.build_conductor).
     # 0: a flat decoder, z for every step. 16 = a 4/4 bar at 4 steps per beat.
     conductor_bar_steps: int = 0
+    # The lstm decoder's NADE head reads what the extender's does (LSTMConfig.nade_changes,
+    # nade_neighbours, nade_pitch_classes): the frame's changes, the pitches around the one it
+    # decides and their pitch classes. Off: the plain NADE of every VAE trained before 2026-12-07.
+    nade_changes: bool = False
+    nade_neighbours: int = 0
+    nade_pitch_classes: bool = False
 
     def check(self) -> "VAEConfig":
         _check_range("height", self.height, 32, 1 << 14)
@@ -224,6 +230,9 @@ class VAEConfig:
         _check_range("decoder_frame_dropout", self.decoder_frame_dropout, 0.0, 1.0)
         if self.decoder_frame_dropout and self.decoder != "lstm":  # the conv decoder reads no frames
             raise DataError(f"decoder_frame_dropout ({self.decoder_frame_dropout}) needs decoder='lstm'")
+        _check_range("nade_neighbours", self.nade_neighbours, 0, 127)
+        if (self.nade_changes or self.nade_neighbours or self.nade_pitch_classes) and self.decoder != "lstm":
+            raise DataError("nade_changes, nade_neighbours and nade_pitch_classes need decoder='lstm'")
         _check_range("decoder_dropout_epochs", self.decoder_dropout_epochs, 0, 100_000)
         _check_range("conductor_bar_steps", self.conductor_bar_steps, 0, self.height)
         if self.conductor_bar_steps and (self.decoder != "lstm" or self.height % self.conductor_bar_steps):

@@ -193,7 +193,8 @@ def decoder_config(cfg: VAEConfig) -> LSTMConfig:
     It reads the frame before each step (silence before the first) with the copy gate, and no bar
     position: an image starts on a beat, not necessarily on a bar."""
     return LSTMConfig(layers=1, units=cfg.decoder_units, dropout=0.0, head="nade", nade_units=cfg.nade_units,
-                      position=False, transpose=0,
+                      nade_changes=cfg.nade_changes, nade_neighbours=cfg.nade_neighbours,
+                      nade_pitch_classes=cfg.nade_pitch_classes, position=False, transpose=0,
                       condition=cfg.decoder_units if cfg.conductor_bar_steps else cfg.latent,
                       frame_dropout=cfg.decoder_frame_dropout,
                       frame_dropout_scheduled=cfg.decoder_dropout_epochs > 0).check()

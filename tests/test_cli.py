@@ -5,6 +5,7 @@ import re
 import pytest
 
 from musicgen.errors import MusicgenError
+from musicgen.vae import decoder_config as vae_decoder_config
 
 from conftest import run_cli
 
@@ -30,7 +31,7 @@ def one_line_error(p):
     (["corpus", "mozart", "out"], "mozart"),
     (["train", "vae", "--data", ".", "--out", "o", "--no-meter"], "--no-meter"),  # an LSTM setting
     (["train", "vae", "--data", ".", "--out", "o", "--no-nade-changes"], "--no-nade-changes"),
-    (["train", "vae", "--data", ".", "--out", "o", "--nade-neighbours", "4"], "--nade-neighbours"),
+    (["train", "vae", "--data", ".", "--out", "o", "--nade-neighbours", "4"], "nade_neighbours"),  # tiny: conv decoder
     (["train", "lstm", "--data", ".", "--out", "o", "--nade-neighbours", "-1"], "nade_neighbours"),
     (["train", "lstm", "--data", ".", "--out", "o", "--nade-beat", "4,x"], "--nade-beat"),
     (["train", "lstm", "--data", ".", "--out", "o", "--own-draws", "1.5"], "own_draws"),
@@ -69,8 +70,13 @@ def test_train_options_reach_the_config():
     assert config("lstm", "--preset", "tiny", "--nade-neighbours", "0").nade_neighbours == 0
     assert not config("lstm", "--preset", "joint").nade_pitch_classes  # off in the presets
     assert config("lstm", "--preset", "joint", "--nade-pitch-classes").nade_pitch_classes
-    with pytest.raises(MusicgenError, match="--nade-pitch-classes"):
-        config("vae", "--preset", "joint", "--nade-pitch-classes")
+    with pytest.raises(MusicgenError, match="nade_pitch_classes"):  # tiny's decoder is convolutional
+        config("vae", "--preset", "tiny", "--nade-pitch-classes")
+    with pytest.raises(MusicgenError, match="--no-nade-changes"):  # off already, and there is no NADE
+        config("vae", "--preset", "tiny", "--no-nade-changes")
+    head = config("vae", "--preset", "joint", "--nade-pitch-classes", "--nade-neighbours", "25")
+    assert (head.nade_pitch_classes, head.nade_neighbours) == (True, 25)  # the VAE's lstm decoder's NADE
+    assert vae_decoder_config(head).nade_pitch_classes
     assert not config("lstm", "--preset", "joint").nade_beat  # off in the presets
     assert config("lstm", "--preset", "joint", "--nade-beat", "4").nade_beat == (4,)
     assert config("lstm", "--preset", "joint", "--nade-beat", "4,2").nade_beat == (4, 2)

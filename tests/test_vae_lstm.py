@@ -45,10 +45,15 @@ def trained():
     return cfg, model, history.history
 
 
-@pytest.mark.parametrize("frame_dropout", [0.0, 1.0])
-def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(frame_dropout):
-    """Also for a decoder that reads no frames (``decoder_frame_dropout=1``: every step from z)."""
-    cfg = small_cfg(decoder_frame_dropout=frame_dropout)
+HEAD = dict(nade_changes=True, nade_neighbours=3, nade_pitch_classes=True)
+
+
+@pytest.mark.parametrize("frame_dropout,head", [(0.0, {}), (1.0, {}), (0.0, HEAD)])
+def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(frame_dropout, head):
+    """Also for a decoder that reads no frames (``decoder_frame_dropout=1``: every step from z),
+    and for the NADE that reads the frame's changes, neighbours and pitch classes."""
+    cfg = small_cfg(decoder_frame_dropout=frame_dropout, **head)
+    assert vae.decoder_config(cfg).nade_pitch_classes == bool(head)
     keras.utils.set_random_seed(1)
     model = vae.build_model(cfg)
     gen = vae.Generator(cfg, model)
@@ -61,8 +66,8 @@ def test_teacher_forced_likelihood_is_the_sum_of_the_sampling_conditionals(frame
     state, frame, conditionals = net.first_state(z), np.zeros((3, 128), np.float32), []
     for t in range(cfg.height):
         out, state = net.step(np.concatenate([frame * (frame_dropout < 1), z], 1), state)
-        frame = pieces[:, t].astype(np.float32)
-        conditionals.append(nade(out, net.nade_weights, frames=frame)[0])
+        frame, prev = pieces[:, t].astype(np.float32), frame
+        conditionals.append(nade(out, net.nade_weights, frames=frame, prev=prev)[0])
     np.testing.assert_allclose(np.stack(conditionals, 1), forced, atol=2e-6)
     if frame_dropout == 1:  # a frame's conditionals do not depend on the frames before it
         other = pieces.copy()
@@ -260,6 +265,10 @@ def test_decoder_settings_are_checked():
         small_cfg(width=64)
     with pytest.raises(DataError, match="decoder_units"):
         small_cfg(decoder_units=0)
+    with pytest.raises(DataError, match="nade_pitch_classes"):  # the convolutional decoder has no NADE
+        small_cfg(decoder="conv", nade_pitch_classes=True)
+    with pytest.raises(DataError, match="nade_neighbours"):
+        small_cfg(nade_neighbours=-1)
 
 
 def test_weights_round_trip(tmp_path, trained):
