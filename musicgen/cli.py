@@ -177,7 +177,8 @@ def cmd_evaluate(args):
 
 
 def cmd_extend(args):
-    from .generate import extend_piece, load_extender, read_prompt
+    from .audio import write_wav
+    from .generate import extend_piece, grid, load_extender, read_prompt
     from .lstm import check_extend_args
     from .plot import plot_roll
 
@@ -191,10 +192,14 @@ def cmd_extend(args):
         _parent(args.png)
         plot_roll(roll, args.png, steps_per_beat=info.get("steps_per_beat"), split_at=len(piece.roll),
                   title=f"{os.path.basename(args.prompt)} + {args.steps} generated steps")
+    if args.wav:
+        _parent(args.wav)
+        write_wav(args.wav, roll, midi, **grid(info), tempos=piece.tempos)
     print(f"{args.out}: {len(piece.roll)} prompt steps + {args.steps} generated")
 
 
 def cmd_generate(args):
+    from .audio import write_wav
     from .generate import grid, load_generator
     from .midi import roll_to_midi
     from .plot import plot_roll, plot_rolls
@@ -205,7 +210,10 @@ def cmd_generate(args):
     os.makedirs(args.out, exist_ok=True)
     spb = grid(info)["steps_per_beat"]  # None on a grid in seconds: the PNGs count rows
     for i, roll in enumerate(rolls):
-        roll_to_midi(roll, **grid(info)).save(os.path.join(args.out, f"piece-{i:03d}.mid"))
+        midi = roll_to_midi(roll, **grid(info))
+        midi.save(os.path.join(args.out, f"piece-{i:03d}.mid"))
+        if args.wav:
+            write_wav(os.path.join(args.out, f"piece-{i:03d}.wav"), roll, midi, **grid(info))
         if args.png:
             plot_roll(roll, os.path.join(args.out, f"piece-{i:03d}.png"), steps_per_beat=spb, title=f"piece {i}")
     if args.png:
@@ -217,6 +225,7 @@ def cmd_generate(args):
 def cmd_interpolate(args):
     import numpy as np
 
+    from .audio import write_wav
     from .generate import grid, interpolate_pieces, load_generator, read_prompt
     from .midi import roll_to_midi
     from .plot import piece_starts, plot_roll
@@ -230,7 +239,10 @@ def cmd_interpolate(args):
     plot_roll(np.concatenate(rolls), os.path.join(args.out, "strip.png"), steps_per_beat=grid(info)["steps_per_beat"],
               title=f"{os.path.basename(args.a)} -> {os.path.basename(args.b)}: {len(rolls)} steps",
               separators=piece_starts(rolls))
-    print(f"{len(rolls)} pieces from {args.a} to {args.b} in {args.out} (strip.png)")
+    if args.wav:  # the whole path in one file, A to B, as the strip draws it
+        strip = np.concatenate(rolls)
+        write_wav(os.path.join(args.out, "strip.wav"), strip, roll_to_midi(strip, **grid(info)), **grid(info))
+    print(f"{len(rolls)} pieces from {args.a} to {args.b} in {args.out} (strip.png{', strip.wav' if args.wav else ''})")
 
 
 def _attribute(text: str) -> tuple[str, float]:
@@ -476,6 +488,7 @@ def _extend_arguments(c):
     c.add_argument("--temperature", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--png", help="also draw prompt and continuation (two colours)")
+    c.add_argument("--wav", help="also render prompt and continuation as audio (WAV; FluidSynth where installed)")
 
 
 def _generate_arguments(c):
@@ -484,6 +497,7 @@ def _generate_arguments(c):
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--png", action="store_true", help="also draw each piece")
+    c.add_argument("--wav", action="store_true", help="also render each piece as audio (piece-NNN.wav)")
     c.add_argument("--temperature", type=_positive_float, default=1.0,
                    help="sampling temperature of the lstm decoder (default 1: plain ancestral sampling)")
     c.add_argument("--attribute", type=_attribute, action="append", metavar="NAME=AMOUNT",
@@ -497,6 +511,7 @@ def _interpolate_arguments(c):
     c.add_argument("b", help="last MIDI file")
     c.add_argument("--steps", type=_positive, default=8, help="pieces from a to b, both included (default 8)")
     c.add_argument("--out", required=True, help="output folder: step-NN.mid and strip.png")
+    c.add_argument("--wav", action="store_true", help="also render the whole path as audio (strip.wav)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--temperature", type=float,
                    help="the lstm decoder's sampling temperature, 0 to 10 (default 0.5; 0: greedy decoding, "

@@ -6,8 +6,8 @@ Writes under one folder::
     dataset/              Parquet shards + manifest.json (musicgen prepare)
     png/                  piano rolls of a train, a validation and a test piece, and an overview
     runs/lstm, runs/vae   trained tiny models: model/, metrics.json, history.json, loss.png
-    extend/               three held-out prompts and their continuations (MIDI + PNG, two colours)
-    generated/            eight VAE pieces (MIDI + PNG)
+    extend/               three held-out prompts and their continuations (MIDI, WAV, PNG in two colours)
+    generated/            eight VAE pieces (MIDI + WAV, one overview PNG)
     summary.json          every figure; summary.md says the same for people
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from .config import preset
 from .corpus import write_corpus
 from .dataset import SPLITS, iter_records
+from .audio import write_wav
 from .midi import roll_to_midi
 from .plot import plot_roll, plot_rolls
 from .prepare import PrepareConfig, prepare, summary
@@ -167,7 +168,9 @@ def _extend(run, dataset, folder) -> list:
         roll = np.concatenate([prompt, continuation])
         name = os.path.join(folder, f"{record.id}")
         roll_to_midi(prompt, spb, tempos=record.tempos).save(name + "-prompt.mid")
-        roll_to_midi(roll, spb, tempos=record.tempos).save(name + "-extended.mid")
+        midi = roll_to_midi(roll, spb, tempos=record.tempos)
+        midi.save(name + "-extended.mid")
+        write_wav(name + "-extended.wav", roll, midi, spb, tempos=record.tempos)
         plot_roll(roll, name + "-extended.png", steps_per_beat=spb, split_at=PROMPT_STEPS,
                   title=f"{record.id}: prompt (blue) + {EXTEND_STEPS} generated steps (orange)")
         truth = record.roll[PROMPT_STEPS:PROMPT_STEPS + EXTEND_STEPS]
@@ -186,7 +189,9 @@ def _generate(run, folder) -> dict:
     spb = info["steps_per_beat"]
     rolls = generator.generate(8, seed=0)
     for i, roll in enumerate(rolls):
-        roll_to_midi(roll, spb).save(os.path.join(folder, f"piece-{i:03d}.mid"))
+        midi = roll_to_midi(roll, spb)
+        midi.save(os.path.join(folder, f"piece-{i:03d}.mid"))
+        write_wav(os.path.join(folder, f"piece-{i:03d}.wav"), roll, midi, spb)
     plot_rolls({f"piece {i}": r for i, r in enumerate(rolls)}, os.path.join(folder, "overview.png"),
                steps_per_beat=spb)
     return {"pieces": len(rolls), "non_empty": int(sum(bool(r.any()) for r in rolls))}

@@ -354,7 +354,7 @@ class Service:
                 return f.read()
 
     def wav(self, roll, steps_per_beat, tempos=None, midi=None) -> tuple[bytes | None, str | None]:
-        from .synth import render_wav
+        from musicgen.audio import render_wav
 
         if not self.settings.audio:
             return None, None

@@ -35,3 +35,23 @@ def test_the_lstm_headline_says_how_often_its_continuations_clash():
                                  "frames (the real music: 6.3%)")
     scores["music"] = {"pairs": 0}  # no test piece long enough for a prompt and its continuation
     assert _headline(scores) == "nll 2.292 nats/frame, 0.38 x copy_last's"
+
+
+def test_the_demo_writes_continuations_and_pieces_to_listen_to(tmp_path):
+    """The demo's extend/ and generated/ folders (the trained models: the golden runs)."""
+    import os
+    import wave
+
+    from run_factory import random_rolls, write_dataset
+
+    from musicgen.demo import _extend, _generate
+
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden")
+    data = write_dataset(str(tmp_path / "ds"), {"test": random_rolls(2, steps=128)})
+    assert len(_extend(f"{golden}/lstm", data, str(tmp_path / "extend"))) == 2
+    for piece in ("test-0", "test-1"):  # 64 prompt steps + 64 generated at 120 bpm: 16 s
+        with wave.open(str(tmp_path / "extend" / f"{piece}-extended.wav")) as w:
+            assert 16.0 <= w.getnframes() / w.getframerate() <= 17.0
+    assert _generate(f"{golden}/vae", str(tmp_path / "gen"))["pieces"] == 8
+    wavs = sorted(p for p in os.listdir(tmp_path / "gen") if p.endswith(".wav"))
+    assert wavs == [f"piece-{i:03d}.wav" for i in range(8)]

@@ -8,7 +8,9 @@ A change that is meant to alter generation regenerates them on purpose and says 
 import hashlib
 import json
 import os
+import wave
 
+import mido
 import pytest
 
 from conftest import run_cli
@@ -26,9 +28,11 @@ def test_cli_extend_and_generate_are_byte_identical(tmp_path):
     e, g = DIGESTS["extend"], DIGESTS["generate"]
     out = tmp_path / "e.mid"
     r = run_cli("extend", f"{GOLDEN}/lstm", f"{GOLDEN}/prompt.mid", "--steps", e["steps"],
-                "--temperature", e["temperature"], "--seed", e["seed"], "--out", out)
+                "--temperature", e["temperature"], "--seed", e["seed"], "--out", out, "--wav", tmp_path / "e.wav")
     assert r.returncode == 0, r.stderr
     assert sha(out.read_bytes()) == DIGESTS["cli"]["extend"]
+    with wave.open(str(tmp_path / "e.wav")) as w:  # prompt + continuation, as long as the MIDI file plays
+        assert abs(w.getnframes() / w.getframerate() - mido.MidiFile(out).length) < 1.0
     r = run_cli("generate", f"{GOLDEN}/vae", "--n", g["n"], "--seed", g["seed"], "--out", tmp_path / "gen")
     assert r.returncode == 0, r.stderr
     made = {f"generate/{p.name}": sha(p.read_bytes()) for p in sorted((tmp_path / "gen").glob("*.mid"))}

@@ -185,9 +185,10 @@ def test_vae_trains_evaluates_and_generates(dataset, tmp_path):
     a, b = generator.generate(3, seed=1), generator.generate(3, seed=1)
     assert len(a) == 3 and all(r.shape == (32, 128) for r in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    p = run_cli("generate", out, "--n", "2", "--out", tmp_path / "gen", "--seed", "1", "--png")
+    p = run_cli("generate", out, "--n", "2", "--out", tmp_path / "gen", "--seed", "1", "--png", "--wav")
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(list((tmp_path / "gen").glob("*.mid"))) == 2 and (tmp_path / "gen" / "overview.png").exists()
+    assert sorted(x.name for x in (tmp_path / "gen").glob("*.wav")) == ["piece-000.wav", "piece-001.wav"]
 
 
 @pytest.mark.parametrize("cluster_cpus, gpu, per_worker", [

@@ -289,9 +289,10 @@ def test_cli_interpolate_and_generate_along_an_attribute(tmp_path, chorales):
     run = str(tmp_path / "run")
     write_run(run, "vae", cfg, data, tmp_path, directions={"density": [0.5, 0, 0, 0], "mean_pitch": [0, 0, 0, 1]})
     a, b = sorted(glob.glob(f"{chorales}/*.mid"))[:2]
-    p = run_cli("interpolate", run, a, b, "--steps", 3, "--out", tmp_path / "path")
+    p = run_cli("interpolate", run, a, b, "--steps", 3, "--out", tmp_path / "path", "--wav")
     assert p.returncode == 0, p.stderr
-    assert sorted(os.listdir(tmp_path / "path")) == ["step-00.mid", "step-01.mid", "step-02.mid", "strip.png"]
+    assert sorted(os.listdir(tmp_path / "path")) == ["step-00.mid", "step-01.mid", "step-02.mid", "strip.png",
+                                                     "strip.wav"]
     generator, info = load_generator(run)
     assert set(generator.directions) == {"density", "mean_pitch"}
     expected = interpolate_pieces(generator, read_prompt(a, info).roll, read_prompt(b, info).roll, 3)

@@ -1,4 +1,4 @@
-"""Audio for the page: a piano roll rendered to WAV bytes.
+"""Audio: a piano roll rendered to WAV, for the CLI's ``--wav``, the demo and Serve's page.
 
 With FluidSynth and a General MIDI soundfont installed (``fluidsynth`` on PATH; the soundfont in
 ``$MUSICGEN_SOUNDFONT`` or a usual Debian place such as /usr/share/sounds/sf2/FluidR3_GM.sf2) the
@@ -16,6 +16,8 @@ import tempfile
 import wave
 
 import numpy as np
+
+from .midi import roll_notes
 
 SAMPLE_RATE = 22050
 MAX_SECONDS = 300.0  # longer pieces are cut (a page plays a few minutes at most)
@@ -50,8 +52,6 @@ def row_times(n_rows: int, steps_per_beat: int, tempos=None) -> np.ndarray:
 def synthesize(roll, steps_per_beat: int = 4, tempos=None, sample_rate: int = SAMPLE_RATE,
                max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """Mono float32 samples in [-1, 1] of ``roll`` (T, 128), additive synthesis."""
-    from musicgen.midi import roll_notes
-
     roll = np.asarray(roll, np.float32)
     times = row_times(len(roll), steps_per_beat, tempos)
     total = min(float(times[-1]), max_seconds)
@@ -114,3 +114,23 @@ def render_wav(roll, steps_per_beat: int = 4, tempos=None, midi_bytes: bytes | N
         except Exception:  # a broken install should not cost the user the audio
             pass
     return wav_bytes(synthesize(roll, steps_per_beat, tempos, sample_rate), sample_rate), "numpy"
+
+
+def write_wav(path: str, roll, midi=None, steps_per_beat: int | None = 4, steps_per_second: float | None = None,
+              tempos=None) -> str:
+    """Write ``roll`` (T, 128) as a WAV file at ``path``; returns the engine that rendered it.
+
+    The grid is that of :func:`musicgen.midi.roll_to_midi` (``steps_per_second``: rows in seconds,
+    at 120 bpm); ``midi`` (its ``mido.MidiFile``, with the piece's tempo map) lets FluidSynth
+    render the same file where it is installed."""
+    if steps_per_second:  # 120 bpm: a beat is half a second
+        steps_per_beat, tempos = steps_per_second / 2, None
+    midi_bytes = None
+    if midi is not None:
+        buf = io.BytesIO()
+        midi.save(file=buf)
+        midi_bytes = buf.getvalue()
+    data, name = render_wav(roll, steps_per_beat or 4, tempos, midi_bytes=midi_bytes)
+    with open(path, "wb") as f:
+        f.write(data)
+    return name
