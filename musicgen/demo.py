@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
+from .audio import write_wav
 from .config import preset
 from .corpus import write_corpus
 from .dataset import SPLITS, iter_records
-from .audio import write_wav
 from .midi import roll_to_midi
 from .plot import plot_roll, plot_rolls
 from .prepare import PrepareConfig, prepare, summary
