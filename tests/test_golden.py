@@ -60,3 +60,12 @@ def test_http_extend_and_generate_are_byte_identical(golden_server):
                                   "application/json")
         assert status == 200, body[:300]
         assert sha(body) == DIGESTS["http"][f"v1/generate/seed{s}"]
+
+
+def test_cli_extend_wav_to_a_folder_is_one_line_and_keeps_the_midi(tmp_path):
+    out, folder = tmp_path / "e.mid", tmp_path / "a-folder"
+    folder.mkdir()
+    r = run_cli("extend", f"{GOLDEN}/lstm", f"{GOLDEN}/prompt.mid", "--steps", "8", "--out", out, "--wav", folder)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(folder) in r.stderr
+    assert mido.MidiFile(out).length > 0  # the continuation written before the audio failed is kept
